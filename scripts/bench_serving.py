@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvision.data.pipeline import decode_image, resize
-from tfvision.export import default_export_dir
+from tfvision.export.savedmodel import default_export_dir
 from tfvision.export.versions import existing_versions
 from tfvision.training.trainer import load_model, load_run_config, resolve_model_path
 

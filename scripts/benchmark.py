@@ -139,7 +139,7 @@ def tf_train(spec):
     import keras
 
     from tfvision.config import load_config
-    from tfvision.data import load_dataset
+    from tfvision.data.dataset import load_dataset
     from tfvision.models import build_model, resnet18
     from tfvision.training.strategy import dtype_policy, make_strategy, resolve_distribute
     from tfvision.training.trainer import compile_model
@@ -213,7 +213,7 @@ def torch_train(spec):
 
 def export(spec):
     """Export a ResNet-18 (random weights, 10 classes) as ``tfvision train`` would."""
-    from tfvision.export import export_model
+    from tfvision.export.savedmodel import export_model
     from tfvision.models import resnet18
 
     size = spec["image_size"]
@@ -265,7 +265,7 @@ def tf_serve(spec):
     import tensorflow as tf
 
     from tfvision.data.pipeline import resize
-    from tfvision.export.signatures import BYTES_SIGNATURE, INPUT_NAMES, TENSOR_SIGNATURE
+    from tfvision.export.serving import BYTES_SIGNATURE, INPUT_NAMES, TENSOR_SIGNATURE
 
     signatures = tf.saved_model.load(spec["path"]).signatures
     picture = photo()

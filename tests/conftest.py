@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from tfvision.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_cli(*args, cwd=None, timeout=600, env=None):
     """Run ``tfvision ARGS`` in a subprocess, as a user would; returns CompletedProcess."""
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "tfvision.cli", *map(str, args)],
         cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
@@ -38,7 +36,7 @@ class BackgroundCLI:
     for tests that act in the middle of a run (kill a worker, SIGKILL after an epoch)."""
 
     def __init__(self, *args, cwd=None):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tfvision.cli", *map(str, args)], cwd=cwd, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -11,12 +11,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import run_cli, small_config
-from imagedata import KINDS, encode, picture, truncated_jpeg, write_folder
+from imagedata import CLASSES, KINDS, encode, picture, truncated_jpeg, write_folder
 from PIL import Image
 
-from tfvision.data import BadFilesWarning, load_dataset
+from tfvision.data.dataset import load_dataset
 from tfvision.data.imagecheck import check_bytes
+from tfvision.data.inspection import inspect_source
 from tfvision.data.pipeline import decode_image
+from tfvision.data.source import BadFilesWarning
+from tfvision.errors import DataError
+from tfvision.inference import predict
 from tfvision.training import train
 
 
@@ -111,9 +115,34 @@ def test_bad_tfrecord_records_are_named_and_left_out(tmp_path):
     assert not set(val_images) & set(train_images)  # the held-out records stay out
 
 
+def _webp(image, **options) -> bytes:
+    """``image`` as WebP, written by Pillow (TensorFlow cannot write WebP)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "WEBP", **options)
+    return buffer.getvalue()
+
+
+# Every WebP variant TensorFlow's decoder treats differently: simple lossless (VP8L) and lossy
+# (VP8), extended (VP8X, here for an ICC profile), with alpha, animated.
+WEBP_KINDS = {
+    "webp_lossless": lambda im: _webp(im, lossless=True),
+    "webp_lossy": lambda im: _webp(im, quality=80),
+    "webp_extended": lambda im: _webp(im, quality=80, icc_profile=b"\0" * 128),
+    "webp_alpha": lambda im: _webp(np.dstack([im, np.full(im.shape[:2], 99, np.uint8)]),
+                                   lossless=True),
+    "webp_animated": lambda im: _webp(im, lossless=True, save_all=True, duration=100,
+                                      append_images=[Image.fromarray(255 - im)]),
+}
+
+
+def _encode(image, kind) -> bytes:
+    return WEBP_KINDS[kind](image) if kind in WEBP_KINDS else encode(image, kind)[0]
+
+
 def _reference_rgb(data, kind):
     """The picture a file holds: Pillow's reading, or for JPEG TensorFlow's own reading of the
-    intact file (JPEG decoders legitimately differ by a few levels)."""
+    intact file (JPEG decoders legitimately differ by a few levels; Pillow and TensorFlow
+    decode WebP, lossy too, with libwebp: the same pixels)."""
     if kind.startswith("jpeg"):
         return decode_image(tf.constant(data)).numpy().astype(int)
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
@@ -124,10 +153,11 @@ CUTS = {"intact": lambda d: d, "half": lambda d: d[: len(d) // 2],
 
 
 @pytest.mark.parametrize("cut", CUTS)
-@pytest.mark.parametrize("kind", sorted(set(KINDS)) + ["bmp_palette"])
+@pytest.mark.parametrize("kind", sorted(set(KINDS)) + ["bmp_palette", *WEBP_KINDS])
 def test_header_check_agrees_with_the_decoder(kind, cut):
-    """A file passes the check exactly when TensorFlow decodes it to the right picture."""
-    original, _ = encode(picture(np.random.default_rng(5), "vertical", 24, 30), kind)
+    """A file passes the check exactly when TensorFlow decodes it to the right picture.
+    (TensorFlow refuses animated WebP, and WebP with alpha, as RGB.)"""
+    original = _encode(picture(np.random.default_rng(5), "vertical", 24, 30), kind)
     data = CUTS[cut](original)
     try:
         decoded = decode_image(tf.constant(data)).numpy().astype(int)
@@ -146,3 +176,48 @@ def test_non_images_are_named_as_such(data):
     assert not info.ok
     with pytest.raises(tf.errors.InvalidArgumentError):
         decode_image(tf.constant(data)).numpy()
+
+
+@pytest.fixture(scope="module")
+def webp_folder(tmp_path_factory):
+    """JPEGs and WebPs (lossless, lossy) of three classes, plus a truncated WebP."""
+    root = tmp_path_factory.mktemp("webp")
+    rng = np.random.default_rng(3)
+    good = write_folder(root, kinds=KINDS[:4])
+    for name in CLASSES:
+        for kind in ("webp_lossless", "webp_lossy"):
+            path = root / name / f"{kind}.webp"
+            path.write_bytes(WEBP_KINDS[kind](picture(rng, name, 21, 35)))
+            good[path] = name
+    cut = root / "flat" / "cut_short.webp"
+    cut.write_bytes(WEBP_KINDS["webp_lossless"](picture(rng, "flat"))[:-10])
+    return root, good, cut
+
+
+def test_webp_is_read_like_the_other_formats(webp_folder):
+    root, good, cut = webp_folder
+    report = inspect_source(str(root))
+    (split,) = report.splits
+    assert split.formats["webp"] == 6 and sum(split.per_class.values()) == len(good)
+    assert list(zip(split.heights, split.widths)).count((21, 35)) == 6
+    ((name, reason),) = [(bad.name, bad.reason) for bad in report.bad]
+    assert name == str(cut) and reason.startswith("truncated WebP")
+    with pytest.warns(BadFilesWarning, match=r"cut_short\.webp: truncated WebP"):
+        data = load_dataset(_folder_config(root, "data.validation_fraction=0.5",
+                                           "data.batch_size=3"))
+    assert data.train_size + data.validation_size == len(good)  # the WebPs are in
+    decoded = _fingerprints(data.train) + _fingerprints(data.validation)  # as fit reads them
+    assert len(decoded) == len(good)
+
+
+def test_predict_names_a_truncated_webp(webp_folder, trained_run):
+    _, good, cut = webp_folder
+    with pytest.raises(DataError, match=rf"{cut} is not a readable image: truncated WebP"):
+        predict(trained_run.export_path, [*good][-2:] + [cut])
+
+
+@pytest.mark.parametrize(("kind", "reason"), [("webp_animated", "animated WebP"),
+                                              ("webp_alpha", "WebP with an alpha channel")])
+def test_webp_tensorflow_refuses_is_named_with_its_reason(kind, reason):
+    info = check_bytes(WEBP_KINDS[kind](picture(np.random.default_rng(6), "flat")))
+    assert info.problem.startswith(reason)

@@ -57,3 +57,18 @@ def test_benchmark_reports_rates_beside_the_training_step_and_a_verdict():
     assert decoding > 0 and consumed > 0
     assert re.search(r"training step fed by the pipeline: +[\d.]+ s/step", out)
     assert re.search(r"^verdict: input (IS|is NOT) the bottleneck", out, re.MULTILINE)
+
+
+
+def test_benchmark_of_a_fine_tuning_config_times_both_phases():
+    done = run_cli("data", "benchmark", "-c", "digits_resnet18", "--set", "data.image_size=16",
+                   "--steps", "3", "--batches", "5", "--rounds", "1")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    frozen = int(re.search(r"phase 1 .*, ([\d,]+) trainable", out).group(1).replace(",", ""))
+    tuned = int(re.search(r"phase 2 .*, ([\d,]+) trainable", out).group(1).replace(",", ""))
+    assert frozen < tuned / 100  # the head alone, then (nearly) the whole network
+    steps = [float(t) for t in re.findall(r"constant in-memory batch: ([\d.]+) s/step", out)]
+    assert len(steps) == 2 and steps[1] > steps[0]
+    assert len(re.findall(r"^phase \d .*verdict: input (IS|is NOT)", out, re.MULTILINE)) == 2
+    assert re.search(r"^phase 2 takes \d+% of the training time", out, re.MULTILINE)

@@ -8,9 +8,8 @@ from conftest import run_cli, small_config
 from imagedata import KINDS, write_folder
 from tensorflow.python.distribute import input_ops
 
-from tfvision.data import load_dataset
 from tfvision.data.augment import RAND_AUGMENT_OPS, crop_flip, mix
-from tfvision.data.source import DATA, FILE
+from tfvision.data.dataset import load_dataset
 from tfvision.errors import ConfigError
 
 
@@ -98,9 +97,10 @@ def test_auto_shard_policy_suits_the_source(image_folder, records):
     # No cache: in one process both rewritten copies would share one in-memory cache. Small
     # batches: DATA sharding deals out whole batches, and each worker needs some.
     sharded = load_dataset(_records(records, "data.cache=none", "data.batch_size=2"))
-    assert folder.train.options().experimental_distribute.auto_shard_policy == DATA
-    assert sharded.train.options().experimental_distribute.auto_shard_policy == FILE
-    assert sharded.validation.options().experimental_distribute.auto_shard_policy == DATA
+    policy = tf.data.experimental.AutoShardPolicy
+    assert folder.train.options().experimental_distribute.auto_shard_policy == policy.DATA
+    assert sharded.train.options().experimental_distribute.auto_shard_policy == policy.FILE
+    assert sharded.validation.options().experimental_distribute.auto_shard_policy == policy.DATA
     # What tf.distribute does with them for two workers: disjoint shares.
     for split, complete in ((sharded.train, False), (sharded.validation, True)):
         parts = [_fingerprints(input_ops.auto_shard_dataset(split, 2, worker, 2))

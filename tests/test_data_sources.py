@@ -11,7 +11,7 @@ from conftest import run_cli, small_config
 from imagedata import CLASSES, KINDS, encode, picture, write_folder
 from PIL import Image
 
-from tfvision.data import load_dataset
+from tfvision.data.dataset import load_dataset
 from tfvision.data.pipeline import decode_image
 from tfvision.data.tfrecord import FILENAME_KEY
 from tfvision.errors import DataError

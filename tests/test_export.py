@@ -14,7 +14,8 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfvision.errors import ExportError
-from tfvision.export import export_model, serving
+from tfvision.export import serving
+from tfvision.export.savedmodel import export_model
 from tfvision.export.tflite import VARIANTS, load_interpreter, tflite_logits
 from tfvision.export.versions import existing_versions
 
@@ -120,7 +121,7 @@ def test_tflite_export_prints_the_accuracy_of_both_variants(trained_run, tmp_pat
 
 
 def _validation_batches(trained_run):
-    from tfvision.data import load_dataset
+    from tfvision.data.dataset import load_dataset
     from tfvision.training.trainer import load_run_config
 
     return list(load_dataset(load_run_config(trained_run.run_dir)).validation.take(2))

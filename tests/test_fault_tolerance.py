@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import yaml
 from conftest import BackgroundCLI, run_cli, small_cli_args, small_config
+from imagedata import write_folder
 
-from tfvision.errors import ConfigError, TrainingError
+from tfvision.errors import ConfigError, DataError, TrainingError
 from tfvision.training.callbacks import Backup, backup_save_freq, read_history
 
 EPOCHS = 8
@@ -21,20 +22,29 @@ def _first_epoch_shown(output):
 
 
 @pytest.mark.slow
-def test_sigkill_after_the_third_epoch_then_rerun_resumes(tmp_path):
+def test_ctrl_c_says_where_it_resumes_then_sigkill_then_rerun_resumes(tmp_path):
     from tfvision.training import train
 
     args = ["train", *small_cli_args(f"train.epochs={EPOCHS}"), "--run-dir", tmp_path / "run"]
     first = BackgroundCLI(*args, cwd=tmp_path)
-    # Keras prints "Epoch 4/" once every callback has finished epoch 3, the backup included.
-    first.wait_for(f"Epoch 4/{EPOCHS}")
-    first.proc.send_signal(signal.SIGKILL)
-    assert first.finish(timeout=30) == -signal.SIGKILL
+    # Keras prints "Epoch 3/" once every callback has finished epoch 2, the backup included.
+    first.wait_for(f"Epoch 3/{EPOCHS}")
+    first.proc.send_signal(signal.SIGINT)
+    assert first.finish(timeout=30) == 130
+    assert (f"interrupted: re-run the same command to resume {tmp_path / 'run'} at epoch 3 of "
+            f"{EPOCHS}, from its last backup") in first.output
+    assert "Aborted!" not in first.output and "Traceback" not in first.output
+
+    second = BackgroundCLI(*args, cwd=tmp_path)  # the same command again
+    second.wait_for(f"Epoch 5/{EPOCHS}")
+    second.proc.send_signal(signal.SIGKILL)
+    assert second.finish(timeout=30) == -signal.SIGKILL
+    assert _first_epoch_shown(second.output) == 3  # resumed, not from epoch 1
     assert not (tmp_path / "run" / "model.keras").exists()
 
-    second = run_cli(*args, cwd=tmp_path)  # the same command again
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert _first_epoch_shown(second.stdout) == 4  # resumed, not from epoch 1
+    third = run_cli(*args, cwd=tmp_path)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert _first_epoch_shown(third.stdout) == 5
     rows = read_history(tmp_path / "run" / "history.csv")
     assert [int(row["epoch"]) for row in rows] == list(range(EPOCHS))
     assert not (tmp_path / "run" / "backup").exists()  # removed once model.keras exists
@@ -137,6 +147,26 @@ def test_a_backup_is_never_written_from_non_finite_weights(tmp_path):
     restored.load_weights(tmp_path / "latest.weights.h5")
     assert all(np.isfinite(w).all() for w in restored.get_weights())
     assert all(np.array_equal(a, b) for a, b in zip(restored.get_weights(), model.backed_up))
+
+
+def test_a_run_that_failed_before_training_takes_the_corrected_config(tmp_path):
+    from tfvision.training import train
+
+    run_dir = tmp_path / "run"
+    missing = tmp_path / "photos"
+    with pytest.raises(DataError, match="is not a folder"):
+        train(small_config("data.source=folder", f"data.path={missing}"), run_dir, verbose=0)
+    assert (run_dir / "config.yaml").exists()
+    write_folder(missing, kinds=["png"] * 5)
+    fixed = small_config("data.source=folder", f"data.path={missing}", "train.epochs=1",
+                         "data.image_size=8")  # two keys changed: still accepted
+    result = train(fixed, run_dir, verbose=0)
+    assert len(read_history(run_dir / "history.csv")) == 1 and result.class_names == [
+        "flat", "horizontal", "vertical"]
+    # Now it holds training state, and another config is refused again.
+    with pytest.raises(ConfigError, match=r"holds a run with a different config \(train.epochs"):
+        train(small_config("data.source=folder", f"data.path={missing}", "train.epochs=2",
+                           "data.image_size=8"), run_dir, verbose=0)
 
 
 def test_backup_freq_must_be_epoch_or_a_step_count():

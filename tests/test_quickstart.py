@@ -52,6 +52,20 @@ def test_evaluate_reports_the_trained_accuracy(quickstart):
     assert float(metrics["top_k_accuracy"]) >= float(metrics["accuracy"])
 
 
+def test_evaluate_takes_config_overrides(quickstart):
+    run_dir, _, _ = quickstart
+    result = run_cli("evaluate", run_dir, "--set", "data.batch_size=7", "--set", "train.top_k=1")
+    assert result.returncode == 0, result.stderr
+    metrics = dict(line.split(": ") for line in result.stdout.strip().splitlines())
+    with (run_dir / "history.csv").open() as f:
+        last = list(csv.DictReader(f))[-1]
+    assert abs(float(metrics["accuracy"]) - float(last["val_accuracy"])) < 1e-3
+    assert metrics["top_k_accuracy"] == metrics["accuracy"]  # k=1: the override was used
+    assert float(last["val_top_k_accuracy"]) > float(last["val_accuracy"])
+    bad = run_cli("evaluate", run_dir, "--set", "data.batch_sise=7")
+    assert bad.returncode == 2 and "unknown config key 'data.batch_sise'" in bad.stderr
+
+
 def test_export_lists_serving_default(quickstart):
     run_dir, _, _ = quickstart
     cli = Path(sys.executable).with_name("saved_model_cli")

@@ -21,7 +21,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from tfvision.data.digits import load_digits_arrays
 from tfvision.data.pipeline import decode_image, resize
 from tfvision.export import serving
-from tfvision.export.signatures import OUTPUT_NAMES
+from tfvision.export.serving import OUTPUT_NAMES
 
 SIGNATURES = {  # name: (input, dtype, shape) as saved_model_cli prints them
     "serving_default": ("image_bytes", "DT_STRING", "(-1)"),

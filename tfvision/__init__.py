@@ -17,10 +17,10 @@ _EXPORTS = {
     "resnet34": "tfvision.models",
     "transfer_model": "tfvision.models",
     "load_torch_weights": "tfvision.models",
-    "load_dataset": "tfvision.data",
+    "load_dataset": "tfvision.data.dataset",
     "train": "tfvision.training",
     "evaluate": "tfvision.training",
-    "export_model": "tfvision.export",
+    "export_model": "tfvision.export.savedmodel",
     "predict": "tfvision.inference",
 }
 

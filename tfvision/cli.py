@@ -4,17 +4,68 @@ TensorFlow is imported inside each command, never at module level, so ``tfvision
 answers instantly. User errors (``tfvision.errors``) print one line and exit with code 2.
 """
 
+import importlib.abc
+import importlib.util
 import json
 import os
+import re
 import sys
+import tempfile
 
 import click
 
 from tfvision.errors import TfvisionError
 
+# What TensorFlow's C++ code writes to stderr while it loads, before absl's logging is set up
+# (so TF_CPP_MIN_LOG_LEVEL cannot hide it): the absl banner and I/W/E log lines.
+_TF_LOAD_LOG = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to "
+    r"STDERR$|[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] "
+)
 
-def _quiet_tensorflow():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Whichever command first imports TensorFlow, it loads without its log lines.
+
+    ``TF_CPP_MIN_LOG_LEVEL=3`` hides what TF logs once loaded (the cuInit error of a CPU-only
+    machine, libjpeg's warnings). The lines it prints while loading go to file descriptor 2
+    before that setting is read, so they are filtered out of the import alone; anything else
+    written there (an ImportError's traceback) is passed on.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            sys.stderr.flush()
+            saved = os.dup(2)
+            with tempfile.TemporaryFile() as captured:
+                os.dup2(captured.fileno(), 2)
+                try:
+                    load(module)
+                finally:
+                    os.dup2(saved, 2)
+                    os.close(saved)
+                    captured.seek(0)
+                    for line in captured.read().decode(errors="replace").splitlines(True):
+                        if not _TF_LOAD_LOG.match(line):
+                            sys.stderr.write(line)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _quiet_tensorflow(verbose):
+    """TensorFlow's logs only when asked for: ``--verbose``, or the user's own
+    ``TF_CPP_MIN_LOG_LEVEL``."""
+    if verbose or "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 
 class _Group(click.Group):
@@ -28,8 +79,11 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tfvision")
-def main():
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show TensorFlow's own log lines (hidden by default).")
+def main(verbose):
     """Train, evaluate, export and serve image classifiers (Keras 3 / TensorFlow)."""
+    _quiet_tensorflow(verbose)
     _plain_warnings()
 
 
@@ -55,10 +109,17 @@ def train(config, overrides, run_dir, strategy, workers):
     cfg = load_config(config, overrides)
     if workers > 1:
         _launch_workers(cfg, workers, config, overrides, run_dir)
-    _quiet_tensorflow()
     from tfvision.training import train as run_training
 
-    result = run_training(cfg, run_dir)
+    try:
+        result = run_training(cfg, run_dir)
+    except KeyboardInterrupt:
+        from tfvision.training.trainer import resolve_run_dir, resume_point
+
+        where = resolve_run_dir(cfg, run_dir)
+        click.echo(f"\ninterrupted: re-run the same command to resume {where} "
+                   f"{resume_point(where, cfg)}", err=True)
+        sys.exit(130)
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if k.startswith("val"))
     click.echo(f"run directory: {result.run_dir}  ({metrics})")
     if result.export_path:
@@ -83,16 +144,18 @@ def _launch_workers(cfg, workers, config, overrides, run_dir):
 
 @main.command()
 @click.argument("target", type=click.Path())
-@click.option("-c", "--config", default=None, help="Config for a model outside a run directory.")
-def evaluate(target, config):
+@click.option("-c", "--config", default=None,
+              help="Config to evaluate with (default: the run's own config.yaml).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override a config value (parsed as YAML); repeatable.")
+def evaluate(target, config, overrides):
     """Loss, accuracy and top-k accuracy on the validation split of RUN_DIR or MODEL.keras."""
     from tfvision.config import load_config
 
-    cfg = load_config(config) if config else None
-    _quiet_tensorflow()
+    cfg = load_config(config, overrides) if config else None
     from tfvision.training import evaluate as run_evaluation
 
-    for key, value in run_evaluation(target, cfg).items():
+    for key, value in run_evaluation(target, cfg, () if config else overrides).items():
         click.echo(f"{key}: {value:.4f}")
 
 
@@ -109,10 +172,9 @@ def evaluate(target, config):
               help="Classes per image in the answers (default: export.top_k of the run).")
 def export(target, export_dir, version, fmt, top_k):
     """Export a run's model (or a .keras file in a run) for TF Serving or TFLite."""
-    _quiet_tensorflow()
     from pathlib import Path
 
-    from tfvision.export import default_export_dir, export_model
+    from tfvision.export.savedmodel import default_export_dir, export_model
     from tfvision.training.trainer import (
         load_model,
         load_run_config,
@@ -129,7 +191,7 @@ def export(target, export_dir, version, fmt, top_k):
                             top_k=top_k or cfg.export.top_k)
         click.echo(f"exported: {path}")
         return
-    from tfvision.data import load_dataset
+    from tfvision.data.dataset import load_dataset
     from tfvision.export.tflite import export_tflite
 
     export_dir = export_dir or Path(run_dir) / "tflite" / cfg.name
@@ -144,12 +206,12 @@ def export(target, export_dir, version, fmt, top_k):
 @main.command()
 @click.argument("model", type=click.Path())
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--top-k", default=3, show_default=True, help="How many classes per image.")
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
+              help="How many classes per image.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 def predict(model, images, top_k, as_json):
     """Classify IMAGES with MODEL: an export (a version, or a folder of versions: the latest)
     answering through its serving_default, or a .keras file."""
-    _quiet_tensorflow()
     from tfvision.inference import predict as run_prediction
 
     for result in run_prediction(model, images, top_k=top_k):
@@ -172,12 +234,11 @@ def predict(model, images, top_k, as_json):
               help="The model's name in models.config (needed with --grpc).")
 def serving_request(images, signature, grpc_file, model_name):
     """Print the TF Serving REST body for IMAGES (POST it to /v1/models/NAME:predict)."""
-    _quiet_tensorflow()
+    from tfvision.data.imagecheck import read_image_files
     from tfvision.errors import ExportError
     from tfvision.export import serving
-    from tfvision.inference import read_images
 
-    encoded = read_images(images)
+    encoded = read_image_files(images)
     if grpc_file is None:
         click.echo(json.dumps(serving.rest_body(signature, encoded)))
         return
@@ -206,7 +267,6 @@ def convert_weights(src, dst):
     does not; or resnet18/resnet34 to download torchvision's ImageNet checkpoint), as DST, a
     Keras .weights.h5 file: set `model.weights: DST` and later runs need neither torch nor
     network."""
-    _quiet_tensorflow()
     from tfvision.models.weights import convert
 
     arch, num_classes = convert(src, dst)
@@ -251,7 +311,6 @@ def convert_data(src_folder, out_dir, shards, validation_fraction, seed, on_bad_
     data.source=tfrecord and data.path=OUT_DIR/train-*.tfrecord,
     data.validation_path=OUT_DIR/validation-*.tfrecord.
     """
-    _quiet_tensorflow()
     from tfvision.data.tfrecord import convert_folder
 
     result = convert_folder(src_folder, out_dir, shards, validation_fraction, seed, on_bad_file)
@@ -273,7 +332,6 @@ def inspect_data(source, data_dir):
     SOURCE is an image folder, a folder of TFRecords, a TFRecord file pattern (quoted), a
     TFDS catalog name (never downloaded) or `digits`. Nothing is decoded: headers only.
     """
-    _quiet_tensorflow()
     from tfvision.data.inspection import format_report, inspect_source
 
     click.echo(format_report(inspect_source(source, data_dir)))
@@ -295,7 +353,6 @@ def benchmark_data(config, overrides, steps, batches, rounds):
     from tfvision.config import load_config
 
     cfg = load_config(config, overrides)
-    _quiet_tensorflow()
     from tfvision.data.benchmark import run_benchmark
 
     run_benchmark(cfg, steps=steps, batches=batches, rounds=rounds, echo=click.echo)

@@ -311,13 +311,25 @@ def load_config(config: str | Path | None = None, overrides=()) -> Config:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
+    return config_from_dict(_apply_overrides(raw, overrides, path), name=path.stem)
+
+
+def override_config(config: Config, overrides=()) -> Config:
+    """``config`` with ``section.key=value`` overrides applied, validated as at load."""
+    if not overrides:
+        return config
+    return config_from_dict(_apply_overrides(config.to_dict(), overrides, "the config"),
+                            name=config.name)
+
+
+def _apply_overrides(raw: dict, overrides, where) -> dict:
     for text in overrides:
         section, key, value = parse_override(text)
         raw.setdefault(section, {})
         if not isinstance(raw[section], dict):
-            raise ConfigError(f"section {section!r} in {path} must be a mapping")
+            raise ConfigError(f"section {section!r} in {where} must be a mapping")
         raw[section][key] = value
-    return config_from_dict(raw, name=path.stem)
+    return raw
 
 
 def diff_configs(old: Config, new: Config) -> list[str]:

@@ -1,39 +1,56 @@
 """Predictions from an export (its ``serving_default``) or a ``.keras`` model, on image files.
 
 An export answers exactly as TF Serving would: the encoded file bytes go into the graph.
+Answers are ranked from the model's probabilities for every class, so ``top_k`` is not
+limited by the ``top_k`` the export was written with.
 """
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from tfvision.data.imagecheck import read_image_files
 from tfvision.data.pipeline import decode_image, resize
 from tfvision.errors import DataError, ModelError
 
 
+class TopKWarning(UserWarning):
+    """``top_k`` asked for more classes than the model has; all of them are given."""
+
+
 def read_images(paths) -> list[bytes]:
-    """Encoded bytes of each file, checked to decode, so a bad file is named before any work."""
-    encoded = []
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise DataError(f"{path}: no such image file")
-        data = path.read_bytes()
+    """Encoded bytes of each file, checked by header (``read_image_files``) and decoded once,
+    so a bad file is named with its reason before any work."""
+    encoded = read_image_files(paths)
+    for path, data in zip(paths, encoded):
         try:
             decode_image(tf.constant(data))
         except (tf.errors.InvalidArgumentError, ValueError):
-            raise DataError(f"{path} is not a readable image (JPEG, PNG, GIF or BMP)") from None
-        encoded.append(data)
+            raise DataError(f"{path} is not a readable image: corrupt image data, TensorFlow "
+                            "cannot decode it") from None
     return encoded
+
+
+def _export_class_names(signature, num_classes, path) -> list:
+    """Every class name of a tfvision export. Its outputs name only the top ``export.top_k``
+    classes; the full list is the string constant the signature captures to gather them."""
+    lists = [c for c in signature.captured_inputs
+             if c.dtype == tf.string and c.shape == (num_classes,)]
+    if len(lists) != 1:
+        raise ModelError(f"{path}: cannot find the list of its {num_classes} class names in "
+                         "serving_default (not an export written by tfvision?)")
+    return [n.decode() for n in lists[0].numpy()]
 
 
 def _predict_saved_model(path, encoded):
     loaded = tf.saved_model.load(str(path))
     if "serving_default" not in loaded.signatures:
         raise ModelError(f"{path} has no serving_default signature")
-    out = loaded.signatures["serving_default"](image_bytes=tf.constant(encoded))
-    names = [[n.decode() for n in row] for row in out["class_names"].numpy()]
-    return names, out["scores"].numpy()
+    signature = loaded.signatures["serving_default"]
+    probabilities = signature(image_bytes=tf.constant(encoded))["probabilities"].numpy()
+    return _export_class_names(signature, probabilities.shape[1], path), probabilities
 
 
 def _predict_keras(path, encoded):
@@ -47,9 +64,7 @@ def _predict_keras(path, encoded):
         class_names = read_class_names(Path(path).parent)
     except ModelError:
         class_names = [str(i) for i in range(probabilities.shape[1])]
-    order = np.argsort(-probabilities, axis=1)
-    names = [[class_names[i] for i in row] for row in order]
-    return names, np.take_along_axis(probabilities, order, axis=1)
+    return class_names, probabilities
 
 
 def _latest_version(model: Path) -> Path:
@@ -64,18 +79,26 @@ def predict(model, images, top_k=5) -> list[dict]:
     """``[{"image": path, "class_names": [...], "scores": [...]}, ...]``, best first.
 
     ``model``: an export version, a model folder of versions (the latest is used), or a
-    ``.keras`` file.
+    ``.keras`` file. With ``top_k`` above the number of classes, every class is given and a
+    ``TopKWarning`` says so.
     """
     model = _latest_version(Path(model))
     encoded = read_images(images)
     if (model / "saved_model.pb").exists():
-        names, scores = _predict_saved_model(model, encoded)
+        class_names, probabilities = _predict_saved_model(model, encoded)
     elif model.suffix == ".keras" and model.is_file():
-        names, scores = _predict_keras(model, encoded)
+        class_names, probabilities = _predict_keras(model, encoded)
     else:
         raise ModelError(f"{model} is neither a SavedModel (or a folder of versions of one) "
                          "nor a .keras file")
+    count = len(class_names)
+    if top_k > count:
+        warnings.warn(f"top_k={top_k} but the model has {count} classes; showing all {count}",
+                      TopKWarning, stacklevel=2)
+    # Stable, so ties rank as tf.math.top_k ranks them (lower class id first).
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
     return [
-        {"image": str(p), "class_names": n[:top_k], "scores": [float(s) for s in sc[:top_k]]}
-        for p, n, sc in zip(images, names, scores)
+        {"image": str(p), "class_names": [class_names[i] for i in row],
+         "scores": [float(s) for s in np.take(probs, row)]}
+        for p, row, probs in zip(images, order, probabilities)
     ]

@@ -69,10 +69,12 @@ def step_times(model, ds, steps, warmup=3) -> list:
     return [later - earlier for earlier, later in itertools.pairwise(ends)]
 
 
-def run_benchmark(config, steps=10, batches=50, rounds=2, echo=print) -> BenchmarkResult:
-    from tfvision.data import load_dataset
-    from tfvision.models import build_model
-    from tfvision.training.trainer import compile_model
+def run_benchmark(config, steps=10, batches=50, rounds=2, echo=print) -> list:
+    """One ``BenchmarkResult`` per training phase (two for a fine-tuning config: the frozen
+    backbone's steps are much cheaper, so input can limit one phase and not the other)."""
+    from tfvision.data.dataset import load_dataset
+    from tfvision.models import build_model, pretrained_weights, unfreeze
+    from tfvision.training.trainer import compile_model, trainable_parameters
 
     keras.utils.set_random_seed(config.train.seed)
     data = load_dataset(config)
@@ -94,20 +96,45 @@ def run_benchmark(config, steps=10, batches=50, rounds=2, echo=print) -> Benchma
 
     model_cfg = dataclasses.replace(config.model, weights=None)  # speed does not need them
     model = build_model(model_cfg, len(data.class_names), (height, width, 3))
-    compile_model(model, config.train, len(data.class_names), epoch_batches,
-                  one_hot_labels=data.one_hot_labels)
-    echo(f"model: {config.model.name}, {model.count_params():,} parameters; "
-         f"{rounds} alternating rounds of {steps} timed steps per kind")
     constant = tf.data.Dataset.from_tensors(next(iter(data.train)))
-    times = {"constant": [], "pipeline": []}
-    for _ in range(rounds):
-        times["constant"] += step_times(model, constant, steps)
-        times["pipeline"] += step_times(model, data.train, steps)
-    result = BenchmarkResult(decode, cached, statistics.median(times["constant"]),
-                             statistics.median(times["pipeline"]), batch)
-    echo(f"training step on a constant in-memory batch: {result.constant_step_s:.4f} s/step "
-         f"(median) = {result.consumed_images_per_s:.1f} images/s consumed")
-    echo(f"training step fed by the pipeline:           {result.pipeline_step_s:.4f} s/step "
+    phases = [("", config.train.epochs)]
+    if config.train.fine_tune_epochs:
+        phases = [("phase 1 (head only): ", config.train.epochs),
+                  ("phase 2 (fine-tuning): ", config.train.fine_tune_epochs)]
+        echo(f"two training phases: {config.train.epochs} epochs of the head on a frozen "
+             f"backbone, then {config.train.fine_tune_epochs} with it unfrozen from "
+             f"{config.train.unfreeze_from}; each is timed")
+    results = []
+    for index, (label, epochs) in enumerate(phases):
+        if index == 1:
+            unfreeze(model, config.train.unfreeze_from,
+                     freeze_batchnorm=pretrained_weights(config.model) is not None)
+        compile_model(model, config.train, len(data.class_names), epoch_batches,
+                      one_hot_labels=data.one_hot_labels)
+        echo(f"{label}model: {config.model.name}, {model.count_params():,} parameters, "
+             f"{trainable_parameters(model):,} trainable; {rounds} alternating rounds of {steps} timed "
+             "steps per kind")
+        times = {"constant": [], "pipeline": []}
+        for _ in range(rounds):
+            times["constant"] += step_times(model, constant, steps)
+            times["pipeline"] += step_times(model, data.train, steps)
+        result = BenchmarkResult(decode, cached, statistics.median(times["constant"]),
+                                 statistics.median(times["pipeline"]), batch)
+        _report(result, times, label, echo)
+        results.append((result, epochs))
+    if len(results) > 1:
+        share = [r.pipeline_step_s * epochs for r, epochs in results]
+        longer = share.index(max(share))
+        echo(f"phase {longer + 1} takes {max(share) / sum(share):.0%} of the training time "
+             "(epochs x step time): its verdict matters most")
+    return [result for result, _ in results]
+
+
+def _report(result, times, label, echo):
+    decode, cached = result.decode_images_per_s, result.cached_images_per_s
+    echo(f"{label}training step on a constant in-memory batch: {result.constant_step_s:.4f} "
+         f"s/step (median) = {result.consumed_images_per_s:.1f} images/s consumed")
+    echo(f"{label}training step fed by the pipeline: {result.pipeline_step_s:.4f} s/step "
          f"(median, {result.slowdown:+.1%}; mean {statistics.mean(times['pipeline']):.4f} "
          f"vs {statistics.mean(times['constant']):.4f})")
     best = max(decode, cached or 0.0)
@@ -115,10 +142,9 @@ def run_benchmark(config, steps=10, batches=50, rounds=2, echo=print) -> Benchma
          "decoding" + (f", {best / result.consumed_images_per_s:.1f}x from cache" if cached
                        else ""))
     if result.input_bound:
-        echo(f"verdict: input IS the bottleneck: the pipeline makes each step "
+        echo(f"{label}verdict: input IS the bottleneck: the pipeline makes each step "
              f"{result.slowdown:.1%} slower (limit {SLOWDOWN_LIMIT:.0%}); try data.cache, "
              "a smaller data.image_size or lighter augmentation")
     else:
-        echo(f"verdict: input is NOT the bottleneck: steps fed by the pipeline are within "
-             f"{SLOWDOWN_LIMIT:.0%} of steps on a constant batch ({result.slowdown:+.1%})")
-    return result
+        echo(f"{label}verdict: input is NOT the bottleneck: steps fed by the pipeline are "
+             f"within {SLOWDOWN_LIMIT:.0%} of steps on a constant batch ({result.slowdown:+.1%})")

@@ -1,4 +1,4 @@
-"""Image folders: one subfolder per class, any mix of JPEG, PNG, GIF and BMP.
+"""Image folders: one subfolder per class, any mix of JPEG, PNG, GIF, BMP and WebP.
 
 Class names are the subfolder names, sorted. Every file is checked once, up front, by its
 header (``imagecheck``); files are read by content, not by extension, so a PNG named
@@ -12,10 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from tfvision.data.imagecheck import ImageInfo, check_file
-from tfvision.data.pipeline import decode_image
 from tfvision.data.source import BadFile, SourceData, Split, hold_out
 from tfvision.errors import DataError
 
@@ -101,6 +99,11 @@ def scan_folder(root, class_names=None, key="data.path") -> FolderScan:
 
 
 def _split(scan: FolderScan, index, seed, input_context) -> Split:
+    # TensorFlow only from here on: `data inspect` scans a folder without it.
+    import tensorflow as tf
+
+    from tfvision.data.pipeline import decode_image
+
     paths = np.asarray(scan.paths, dtype=str)[index]
     labels = np.asarray(scan.labels, dtype=np.int64)[index]
     digest = hashlib.sha1()

@@ -5,14 +5,14 @@ A file's header and trailer show nearly everything that makes TensorFlow's decod
 pixel, so bad files are found and named before training instead of failing, or being
 silently dropped, mid-epoch. The rules mirror what ``tf.io.decode_image`` accepts: a JPEG
 needs its end-of-image marker, a PNG its IEND chunk, a BMP must be exactly as long as its
-header says, and a GIF's blocks must be complete.
+header says, a GIF's blocks must be complete, and a WebP must be as long as its RIFF header
+says, still and without alpha (TensorFlow refuses to decode those as RGB).
 """
 
 import io
 import struct
 from dataclasses import dataclass
 
-FORMATS = ("jpeg", "png", "gif", "bmp")
 _TAIL = 4096  # trailing bytes searched for an end marker (some writers pad after it)
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}
@@ -20,6 +20,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IEND = b"IEND\xaeB`\x82"
 _OTHER_FORMATS = {b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"\xff\x0a": "JPEG XL",
                   b"\x00\x00\x00\x0cJXL ": "JPEG XL"}
+_READ = "tfvision reads JPEG, PNG, GIF, BMP and WebP"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ def check_image(f, size: int) -> ImageInfo:
             return ImageInfo("gif", *_gif(f, size))
         if head.startswith(b"BM"):
             return ImageInfo("bmp", *_bmp(f, size))
+        if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+            return ImageInfo("webp", *_webp(f, size))
         raise _Bad(_unknown(head))
     except _Bad as bad:
         return ImageInfo(problem=str(bad))
@@ -65,6 +68,25 @@ def check_bytes(data: bytes) -> ImageInfo:
     return check_image(io.BytesIO(data), len(data))
 
 
+def read_image_files(paths) -> list[bytes]:
+    """The encoded bytes of each file, checked as training checks them, so a bad file is
+    named with its reason before any work (and without TensorFlow)."""
+    from pathlib import Path
+
+    from tfvision.errors import DataError
+
+    encoded = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise DataError(f"{path}: no such image file")
+        data = path.read_bytes()
+        problem = check_bytes(data).problem
+        if problem:
+            raise DataError(f"{path} is not a readable image: {problem}")
+        encoded.append(data)
+    return encoded
+
+
 def check_file(path) -> ImageInfo:
     with open(path, "rb") as f:
         f.seek(0, io.SEEK_END)
@@ -73,13 +95,11 @@ def check_file(path) -> ImageInfo:
 
 def _unknown(head: bytes) -> str:
     names = [name for magic, name in _OTHER_FORMATS.items() if head.startswith(magic)]
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        names.append("WebP")
     if names:
-        return f"{names[0]} image; tfvision reads JPEG, PNG, GIF and BMP (convert it)"
+        return f"{names[0]} image; {_READ} (convert it)"
     if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
         return "not an image (text file)"
-    return "not an image (unknown format; tfvision reads JPEG, PNG, GIF and BMP)"
+    return f"not an image (unknown format; {_READ})"
 
 
 def _read(f, offset, n, what):
@@ -197,3 +217,64 @@ def _bmp(f, size):
         kind = "truncated" if size < expected else "padded"
         raise _Bad(f"{kind} BMP ({size} bytes, its header describes {expected})")
     return abs(height), abs(width)
+
+
+def _webp_chunks(f, end):
+    """``(tag, data offset, length)`` of each RIFF chunk; running out before the image is
+    corrupt."""
+    pos = 12
+    while pos + 8 <= end:
+        tag, length = struct.unpack("<4sI", _read(f, pos, 8, "WebP"))
+        if pos + 8 + length > end:
+            raise _Bad(f"corrupt WebP (its {tag.decode('latin-1')!r} chunk runs past the end)")
+        yield tag, pos + 8, length
+        pos += 8 + length + (length & 1)
+    raise _Bad("corrupt WebP (no VP8 or VP8L image data)")
+
+
+def _webp(f, size):
+    """Size and alpha as libwebp's ``WebPGetFeatures`` reads them (TF's decoder calls it)."""
+    end = struct.unpack("<I", _read(f, 4, 4, "WebP"))[0] + 8
+    if size < end:  # bytes after the RIFF end are ignored by the decoder
+        raise _Bad(f"truncated WebP ({size} bytes, its header describes {end})")
+    chunks = _webp_chunks(f, end)
+    tag, pos, length = next(chunks)
+    alpha, alpha_chunk, canvas = False, False, None
+    if tag == b"VP8X":  # extended format: flags and canvas, then optional chunks
+        if length != 10:
+            raise _Bad("corrupt WebP (bad VP8X chunk)")
+        header = _read(f, pos, 10, "WebP")
+        if header[0] & 0x02:
+            raise _Bad("animated WebP (TensorFlow cannot decode WebP animations as RGB; "
+                       "convert it to GIF)")
+        alpha = bool(header[0] & 0x10)
+        canvas = (int.from_bytes(header[7:10], "little") + 1,
+                  int.from_bytes(header[4:7], "little") + 1)
+        for tag, pos, length in chunks:
+            if tag in (b"VP8 ", b"VP8L"):
+                break
+            alpha_chunk |= tag == b"ALPH"
+    if tag == b"VP8 ":  # lossy: frame tag, start code, 14-bit width and height
+        frame = _read(f, pos, 10, "WebP (ends inside its VP8 header)")
+        bits = int.from_bytes(frame[:3], "little")  # key frame, profile, shown, partition
+        if bits & 1 or bits >> 1 & 7 > 3 or not bits >> 4 & 1 or bits >> 5 >= length \
+                or frame[3:6] != b"\x9d\x01\x2a":
+            raise _Bad("corrupt WebP (bad VP8 frame header)")
+        width, height = (v & 0x3FFF for v in struct.unpack("<HH", frame[6:10]))
+        if height == 0 or width == 0:
+            raise _Bad("WebP with zero height or width")
+    elif tag == b"VP8L":  # lossless: signature, 14-bit width-1 and height-1, alpha, version
+        header = _read(f, pos, 5, "WebP (ends inside its VP8L header)")
+        bits = int.from_bytes(header[1:], "little")
+        if header[0] != 0x2F or bits >> 29:
+            raise _Bad("corrupt WebP (bad VP8L header)")
+        width, height = (bits & 0x3FFF) + 1, (bits >> 14 & 0x3FFF) + 1
+        alpha = bool(bits >> 28 & 1)  # libwebp takes this bit over the VP8X flag
+    else:
+        raise _Bad("corrupt WebP (no VP8 or VP8L image data)")
+    if canvas not in (None, (height, width)):
+        raise _Bad("corrupt WebP (its canvas and image sizes differ)")
+    if alpha or alpha_chunk:
+        raise _Bad("WebP with an alpha channel (TensorFlow decodes it only as RGBA, not RGB; "
+                   "convert it to PNG)")
+    return height, width

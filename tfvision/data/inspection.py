@@ -102,14 +102,13 @@ def _digits() -> Report:
 def inspect_source(source: str, data_dir=None) -> Report:
     """SOURCE: ``digits``, an image folder, a folder of TFRecords (split by file-name
     prefix), a TFRecord file pattern, or a TFDS catalog name (never downloaded)."""
-    import tensorflow as tf
-
     path = Path(source).expanduser()
     if source == "digits":
         return _digits()
     if path.is_dir():
         records = sorted(str(p) for p in path.glob("*.tfrecord*"))
         return _tfrecords(records, str(path)) if records else _folder(path)
+    import tensorflow as tf  # a pattern may name gs:// files: only TensorFlow reads those
     files = sorted(tf.io.gfile.glob(source)) if any(c in source for c in "*?[") else []
     if files:
         return _tfrecords(files, source)

@@ -44,7 +44,7 @@ def resize(image, size):
 
 
 def decode_image(encoded):
-    """Encoded JPEG/PNG/GIF/BMP bytes → uint8 RGB [H, W, 3] (first frame of a GIF)."""
+    """Encoded JPEG/PNG/GIF/BMP/WebP bytes → uint8 RGB [H, W, 3] (first frame of a GIF)."""
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
@@ -123,7 +123,8 @@ def make_pipeline(split, data_cfg, size, batch_size, *, training, seed, cache, n
     """
     options = tf.data.Options()
     options.deterministic = bool(data_cfg.deterministic) or not training
-    options.experimental_distribute.auto_shard_policy = shard_policy
+    options.experimental_distribute.auto_shard_policy = getattr(
+        tf.data.experimental.AutoShardPolicy, shard_policy.upper())
     options.autotune.enabled = resolve_autotune(data_cfg.autotune)
 
     items = split.items(training)

@@ -11,12 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import tensorflow as tf
 
 from tfvision.errors import DataError
-
-FILE = tf.data.experimental.AutoShardPolicy.FILE
-DATA = tf.data.experimental.AutoShardPolicy.DATA
 
 
 class BadFilesWarning(UserWarning):
@@ -37,15 +33,17 @@ class Split:
     file order every epoch (cheap, before any decoding). ``to_image`` turns one ``x`` into a
     uint8 image [H, W, C]; the pipeline runs it in parallel. ``fingerprint`` identifies the
     content, so a disk cache is never reused for other data. ``shard_policy``: how
-    tf.distribute splits it between workers: FILE for a split in several TFRecord files (each
-    worker reads its own files; needs at least as many files as workers), else DATA.
+    tf.distribute splits it between workers, a ``tf.data.experimental.AutoShardPolicy`` name:
+    ``"file"`` for a split in several TFRecord files (each worker reads its own files; needs
+    at least as many files as workers), else ``"data"``. (A name, so this module and the
+    folder scan need no TensorFlow.)
     """
 
-    items: Callable[[bool], tf.data.Dataset]
+    items: Callable  # (shuffle: bool) -> tf.data.Dataset
     to_image: Callable
     size: int
     fingerprint: str
-    shard_policy: tf.data.experimental.AutoShardPolicy = DATA
+    shard_policy: str = "data"
 
 
 @dataclass

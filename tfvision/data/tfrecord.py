@@ -18,8 +18,6 @@ from tfvision.data.folder import scan_folder
 from tfvision.data.imagecheck import check_bytes
 from tfvision.data.pipeline import decode_image
 from tfvision.data.source import (
-    DATA,
-    FILE,
     BadFile,
     SourceData,
     Split,
@@ -191,7 +189,7 @@ class _Reader:
 
         stats = [(f, tf.io.gfile.stat(f).length) for f in files]
         return Split(items, decode_image, len(members), f"tfrecord:{stats}|{part}",
-                     FILE if len(files) > 1 else DATA)
+                     "file" if len(files) > 1 else "data")
 
 
 def load_tfrecord(data_cfg, seed, input_context=None) -> SourceData:

@@ -1,5 +1,6 @@
-"""Exports for serving: versioned SavedModels for TF Serving, and TFLite files."""
+"""Exports for serving: versioned SavedModels for TF Serving (``savedmodel``), TFLite files
+(``tflite``), and what TF Serving clients send (``serving``).
 
-from tfvision.export.savedmodel import default_export_dir, export_model
-
-__all__ = ["default_export_dir", "export_model"]
+Nothing is imported here, so ``tfvision serving-request`` builds REST bodies without
+TensorFlow.
+"""

@@ -15,13 +15,13 @@ import tensorflow as tf
 from tfvision.data.pipeline import decode_image, resize
 from tfvision.errors import ExportError
 from tfvision.export import serving
-from tfvision.export.signatures import (
+from tfvision.export.serving import (
     BYTES_SIGNATURE,
     EXAMPLE_SIGNATURE,
     INPUT_NAMES,
     TENSOR_SIGNATURE,
-    serving_functions,
 )
+from tfvision.export.signatures import serving_functions
 from tfvision.export.versions import new_version
 
 # A reloaded export runs the same math in another op order. How far that moves the logits

@@ -1,7 +1,10 @@
-"""What TF Serving reads besides the SavedModel: requests, warmup records, ``models.config``.
+"""What TF Serving's clients see and what it reads besides the SavedModel: the signature and
+tensor names, requests, warmup records, ``models.config``.
 
 The protocol buffers come from ``tensorflow-serving-api`` (``pip install 'tfvision[serving]'``).
 Exports still work without it; they just lack warmup records and ``models.config``.
+TensorFlow is imported only by what builds its protos, so a REST body for image files
+(``tfvision serving-request``) is written without it.
 """
 
 import base64
@@ -10,15 +13,30 @@ import os
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from tfvision.errors import ExportError
-from tfvision.export.signatures import (
-    BYTES_SIGNATURE,
-    EXAMPLE_SIGNATURE,
-    INPUT_NAMES,
-    image_example,
-)
+
+BYTES_SIGNATURE = "serving_default"
+TENSOR_SIGNATURE = "serving_image_tensor"
+EXAMPLE_SIGNATURE = "serving_tf_example"
+INPUT_NAMES = {
+    BYTES_SIGNATURE: "image_bytes",
+    TENSOR_SIGNATURE: "images",
+    EXAMPLE_SIGNATURE: "examples",
+}
+OUTPUT_NAMES = ("probabilities", "logits", "class_ids", "scores", "class_names")
+IMAGE_FEATURE = "image/encoded"
+
+
+def image_example(encoded: bytes) -> bytes:
+    """A serialized tf.Example holding one encoded image under ``image/encoded``."""
+    import tensorflow as tf
+
+    feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded]))
+    return tf.train.Example(
+        features=tf.train.Features(feature={IMAGE_FEATURE: feature})
+    ).SerializeToString()
+
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MODELS_CONFIG = "models.config"
@@ -52,6 +70,7 @@ def rest_body(signature: str, encoded_images) -> dict:
 
 def predict_request(model_name: str, signature: str, inputs: dict):
     """A gRPC ``PredictRequest`` with each input as a TensorProto."""
+    import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
     request = predict_pb2.PredictRequest()
@@ -64,6 +83,7 @@ def predict_request(model_name: str, signature: str, inputs: dict):
 
 def write_warmup(version_dir, requests) -> Path:
     """``assets.extra/tf_serving_warmup_requests``: TF Serving replays these before serving."""
+    import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
     path = Path(version_dir) / WARMUP_FILE
@@ -79,6 +99,7 @@ def write_warmup(version_dir, requests) -> Path:
 
 def read_warmup(version_dir) -> list:
     """The ``PredictRequest`` of every warmup record of an export."""
+    import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
     records = tf.data.TFRecordDataset(str(Path(version_dir) / WARMUP_FILE))

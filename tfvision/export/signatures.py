@@ -8,25 +8,12 @@ back, so every signature decodes and resizes exactly as evaluation does
 import tensorflow as tf
 
 from tfvision.data.pipeline import decode_image, resize
-
-BYTES_SIGNATURE = "serving_default"
-TENSOR_SIGNATURE = "serving_image_tensor"
-EXAMPLE_SIGNATURE = "serving_tf_example"
-INPUT_NAMES = {
-    BYTES_SIGNATURE: "image_bytes",
-    TENSOR_SIGNATURE: "images",
-    EXAMPLE_SIGNATURE: "examples",
-}
-OUTPUT_NAMES = ("probabilities", "logits", "class_ids", "scores", "class_names")
-IMAGE_FEATURE = "image/encoded"
-
-
-def image_example(encoded: bytes) -> bytes:
-    """A serialized tf.Example holding one encoded image under ``image/encoded``."""
-    feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded]))
-    return tf.train.Example(
-        features=tf.train.Features(feature={IMAGE_FEATURE: feature})
-    ).SerializeToString()
+from tfvision.export.serving import (
+    BYTES_SIGNATURE,
+    EXAMPLE_SIGNATURE,
+    IMAGE_FEATURE,
+    TENSOR_SIGNATURE,
+)
 
 
 def serving_functions(model, class_names, top_k) -> dict:

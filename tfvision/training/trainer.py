@@ -15,12 +15,12 @@ from pathlib import Path
 
 import keras
 
-from tfvision.config import Config, config_from_dict, diff_configs
-from tfvision.data import load_dataset
+from tfvision.config import Config, config_from_dict, diff_configs, override_config
+from tfvision.data.dataset import load_dataset
 from tfvision.data.pipeline import resolve_autotune
 from tfvision.errors import ConfigError, ModelError
 from tfvision.models import build_model, first_unfrozen, pretrained_weights, unfreeze
-from tfvision.training.callbacks import BACKUP_DIR, read_history, run_callbacks
+from tfvision.training.callbacks import BACKUP_DIR, backed_up_epochs, read_history, run_callbacks
 from tfvision.training.cluster import (
     DIGEST_LABEL,
     WORKER_DONE,
@@ -59,19 +59,50 @@ def default_run_dir(config: Config) -> Path:
     return Path("runs") / config.name
 
 
+def resolve_run_dir(config: Config, run_dir=None) -> Path:
+    """This process' run dir: ``run_dir`` (default ``runs/<config name>``), or its own one
+    beside it on a non-chief worker."""
+    return current_task().run_dir(run_dir or default_run_dir(config))
+
+
+def holds_training_state(run_dir: Path) -> bool:
+    """Whether training ever got going here (a backup, a history row, a checkpoint)."""
+    return any((run_dir / name).exists() for name in
+               (BACKUP_DIR, RUN_FILES["history"], RUN_FILES["best"], RUN_FILES["model"]))
+
+
 def prepare_run_dir(run_dir: Path, config: Config) -> None:
-    """Create the run dir and write config.yaml; refuse to resume it with another config."""
+    """Create the run dir and write config.yaml; refuse to resume it with another config.
+
+    A run that stopped before training (a missing folder, a bad file) holds nothing to
+    resume, so the corrected config its error asked for simply replaces the old one.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / RUN_FILES["config"]
     if saved.exists():
-        previous = load_run_config(run_dir)
-        changed = diff_configs(previous, config)
-        if changed:
+        changed = diff_configs(load_run_config(run_dir), config)
+        if changed and holds_training_state(run_dir):
             raise ConfigError(
                 f"{run_dir} holds a run with a different config ({', '.join(changed)} "
                 "changed); use another --run-dir, or the same settings to resume it"
             )
+        if changed:
+            print(f"{run_dir}: never trained, so its config is replaced "
+                  f"({', '.join(changed)} changed)")
     config.save(saved)
+
+
+def resume_point(run_dir, config: Config) -> str:
+    """Where re-running the same command picks ``run_dir`` up: from its last backup."""
+    backup = Path(run_dir) / BACKUP_DIR
+    done = backed_up_epochs(backup / FINE_TUNE_BACKUP)
+    if done is None:
+        done = (config.train.epochs if (backup / PHASE1_MODEL).exists()
+                else backed_up_epochs(backup))
+    if done is None:
+        return "from its first epoch (no backup was written yet)"
+    total = config.train.epochs + config.train.fine_tune_epochs
+    return f"at epoch {done + 1} of {total}, from its last backup"
 
 
 def load_run_config(run_dir) -> Config:
@@ -149,7 +180,7 @@ def fit_phases(model, fit, config, train_cfg, backup_dir, strategy, steps_per_ep
     if phase1.exists():
         print(f"phase 1 finished earlier ({phase1}); going on with phase 2 (fine-tuning)")
     else:
-        print(f"phase 1 of 2: {train_cfg.epochs} epochs, {_trainable(model)} trainable "
+        print(f"phase 1 of 2: {train_cfg.epochs} epochs, {trainable_parameters(model)} trainable "
               "parameters")
         fit(model, train_cfg, backup_dir, 0)
         phase1.parent.mkdir(parents=True, exist_ok=True)
@@ -169,13 +200,13 @@ def fit_phases(model, fit, config, train_cfg, backup_dir, strategy, steps_per_ep
         compile_model(model, fine_cfg, model.output_shape[-1], steps_per_epoch,
                       **compile_options)
     print(f"phase 2 of 2: {fine_cfg.epochs} epochs at learning rate {learning_rate:g}, "
-          f"backbone unfrozen from {train_cfg.unfreeze_from}: {_trainable(model)} trainable "
+          f"backbone unfrozen from {train_cfg.unfreeze_from}: {trainable_parameters(model)} trainable "
           "parameters")
     fit(model, fine_cfg, Path(backup_dir) / FINE_TUNE_BACKUP, train_cfg.epochs)
     return model
 
 
-def _trainable(model) -> int:
+def trainable_parameters(model) -> int:
     return sum(math.prod(w.shape) for w in model.trainable_weights)
 
 
@@ -187,7 +218,7 @@ def _final_metrics(run_dir):
 def train(config: Config, run_dir=None, verbose=None) -> TrainResult:
     """Train ``config`` in ``run_dir`` (default ``runs/<config name>``), resuming if unfinished."""
     task = current_task()
-    run_dir = task.run_dir(run_dir or default_run_dir(config))
+    run_dir = resolve_run_dir(config, run_dir)
     distribute, auto_choices = resolve_distribute(config.distribute)
     data_cfg = dataclasses.replace(config.data, autotune=resolve_autotune(config.data.autotune))
     config = dataclasses.replace(config, distribute=distribute, data=data_cfg)
@@ -242,7 +273,7 @@ def train(config: Config, run_dir=None, verbose=None) -> TrainResult:
         save_atomically(model, out_dir / RUN_FILES["model"])
         export_path = None
         if config.export.enabled:
-            from tfvision.export import default_export_dir, export_model
+            from tfvision.export.savedmodel import default_export_dir, export_model
 
             export_path = export_model(
                 model, default_export_dir(out_dir, config), data.class_names,
@@ -289,10 +320,14 @@ def load_model(path) -> keras.Model:
         raise ModelError(f"cannot load model {path}: {err}") from None
 
 
-def evaluate(target, config: Config | None = None) -> dict:
-    """Loss, accuracy and top-k accuracy of a run's model on its validation split."""
+def evaluate(target, config: Config | None = None, overrides=()) -> dict:
+    """Loss, accuracy and top-k accuracy of a run's model on its validation split.
+
+    ``config`` (default: the run's own) with ``section.key=value`` ``overrides`` says which
+    data, at which batch size.
+    """
     model_path, run_dir = resolve_model_path(target)
-    config = config or load_run_config(run_dir)
+    config = override_config(config or load_run_config(run_dir), overrides)
     model = load_model(model_path)
     data = load_dataset(config)
     compile_model(model, config.train, len(data.class_names), 1,

@@ -1,0 +1,77 @@
+"""``tfvision.predict`` ranks every class, whatever ``top_k`` the export was written with."""
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import run_cli
+from PIL import Image
+
+from tfvision.data.digits import load_digits_arrays
+from tfvision.inference import TopKWarning, predict
+
+
+@pytest.fixture(scope="module")
+def digit_files(tmp_path_factory):
+    """Three validation digits as files: lossless WebP, PNG, lossy WebP."""
+    root = tmp_path_factory.mktemp("digits")
+    _, (images, _) = load_digits_arrays()
+    paths = []
+    for i, (suffix, options) in enumerate([(".webp", {"lossless": True}), (".png", {}),
+                                           (".webp", {"quality": 90})]):
+        buffer = io.BytesIO()
+        Image.fromarray(images[i, ..., 0]).convert("RGB").save(buffer, suffix[1:], **options)
+        paths.append(root / f"digit{i}{suffix}")
+        paths[-1].write_bytes(buffer.getvalue())
+    return paths
+
+
+def _serving_default(export_path, paths):
+    signature = tf.saved_model.load(str(export_path)).signatures["serving_default"]
+    out = signature(image_bytes=tf.constant([p.read_bytes() for p in paths]))
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def test_top_k_beyond_the_export_top_k_ranks_every_class(trained_run, digit_files):
+    out = _serving_default(trained_run.export_path, digit_files)
+    names = trained_run.class_names
+    k = len(names)
+    assert out["class_names"].shape[1] < k  # the export itself answers fewer classes
+    want_order = np.argsort(-out["probabilities"], axis=1, kind="stable")
+    want_scores = np.take_along_axis(out["probabilities"], want_order, axis=1)
+    for model in (trained_run.export_path, trained_run.run_dir / "model.keras"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TopKWarning)
+            answers = predict(model, digit_files, top_k=k)
+        for answer, order, scores, top in zip(answers, want_order, want_scores,
+                                              out["class_names"]):
+            assert len(answer["scores"]) == k
+            np.testing.assert_allclose(answer["scores"], scores, rtol=1e-5, atol=1e-6)
+            assert answer["class_names"][0] == names[order[0]] == top[0].decode()
+            assert sorted(answer["class_names"]) == sorted(names)
+    export_answers = predict(trained_run.export_path, digit_files, top_k=k)
+    assert [a["class_names"] for a in export_answers] == [[names[i] for i in o]
+                                                          for o in want_order]
+    assert [a["scores"] for a in export_answers] == want_scores.tolist()
+
+
+def test_top_k_above_the_class_count_gives_every_class_and_says_so(trained_run, digit_files):
+    count = len(trained_run.class_names)
+    for model in (trained_run.export_path, trained_run.run_dir / "model.keras"):
+        with pytest.warns(TopKWarning) as record:
+            answers = predict(model, digit_files[:1], top_k=count + 2)
+        assert [str(w.message) for w in record] == [
+            f"top_k={count + 2} but the model has {count} classes; showing all {count}"]
+        assert len(answers[0]["class_names"]) == len(answers[0]["scores"]) == count
+
+
+def test_the_cli_prints_the_top_k_warning_as_a_warning_line(trained_run, digit_files):
+    count = len(trained_run.class_names)
+    done = run_cli("predict", trained_run.export_path, digit_files[0], "--top-k", count + 2)
+    assert done.returncode == 0, done.stderr
+    assert (f"warning: top_k={count + 2} but the model has {count} classes; showing all "
+            f"{count}\n") in done.stderr
+    (line,) = done.stdout.splitlines()
+    assert line.startswith(f"{digit_files[0]}: ") and line.count("(") == count

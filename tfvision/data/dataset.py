@@ -1,0 +1,93 @@
+"""``load_dataset``: a config's data source, checked, through the one tf.data pipeline."""
+
+import importlib
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from tfvision.data.augment import mixes_labels
+from tfvision.data.pipeline import make_pipeline, plan_cache
+from tfvision.data.source import report_bad_files, require_examples
+
+# data.source → "module:function" returning a source.SourceData; imported only when chosen.
+SOURCES = {
+    "digits": "tfvision.data.digits:load_digits",
+    "folder": "tfvision.data.folder:load_folder",
+    "tfrecord": "tfvision.data.tfrecord:load_tfrecord",
+    "tfds": "tfvision.data.tfds_source:load_tfds",
+}
+
+
+@dataclass
+class Dataset:
+    """Batched train/validation pipelines and what the model and its export need to know.
+
+    Sizes count the whole dataset (every worker's share). ``one_hot_labels``: labels are
+    one-hot rows, not class ids (MixUp/CutMix on); compile the model's loss to match.
+    """
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    class_names: list
+    train_size: int
+    validation_size: int
+    one_hot_labels: bool = False
+    cache: str = "none"
+
+
+def describe_source(data_cfg) -> str:
+    if data_cfg.source == "tfds":
+        return f"TFDS dataset {data_cfg.name}"
+    if data_cfg.source == "digits":
+        return "the embedded digits"
+    return f"{data_cfg.path}" + (f" and {data_cfg.validation_path}"
+                                 if data_cfg.validation_path else "")
+
+
+def load_source(config, input_context=None):
+    """List and check the data of ``config.data`` (bad files reported): a SourceData."""
+    data_cfg = config.data
+    module, function = SOURCES[data_cfg.source].split(":")
+    loader = getattr(importlib.import_module(module), function)
+    source = loader(data_cfg, config.train.seed, input_context)
+    where = describe_source(data_cfg)
+    report_bad_files(source.bad_files, data_cfg.on_bad_file, where)
+    require_examples(source.train.size, "train", where)
+    require_examples(source.validation.size, "validation", where)
+    return source
+
+
+def load_dataset(config, global_batch_size=None, input_context=None) -> Dataset:
+    """Build the train and validation pipelines for ``config`` (a tfvision Config).
+
+    Bad files are found before anything is decoded: one warning names them all
+    (``data.on_bad_file: skip``) or a DataError stops the run (``error``). With a
+    ``tf.distribute.InputContext`` each input pipeline reads its own disjoint share and
+    batches per replica; without one, each split carries the auto-shard policy that suits it
+    (FILE for several TFRecord files, DATA otherwise).
+    """
+    data_cfg = config.data
+    source = load_source(config, input_context)
+    batch = global_batch_size or data_cfg.batch_size
+    if input_context is not None:
+        batch = input_context.get_per_replica_batch_size(batch)
+    splits = {"train": source.train, "validation": source.validation}
+    caches, cache_description = plan_cache(data_cfg, splits, config.image_hw)
+    pipelines = {
+        name: make_pipeline(
+            split, data_cfg, config.image_hw, batch, training=name == "train",
+            seed=config.train.seed, cache=caches[name], num_classes=len(source.class_names),
+            shard_policy=split.shard_policy if input_context is None
+            else "off",  # already sharded at the source
+        )
+        for name, split in splits.items()
+    }
+    return Dataset(
+        train=pipelines["train"],
+        validation=pipelines["validation"],
+        class_names=list(source.class_names),
+        train_size=source.train.size,
+        validation_size=source.validation.size,
+        one_hot_labels=mixes_labels(data_cfg),
+        cache=cache_description,
+    )
