@@ -6,6 +6,11 @@ training split as its last ``validation_fraction`` (TFDS shuffles examples when 
 a dataset, so this is a random sample, the same on every run).
 """
 
+import socket
+import urllib.error
+import urllib.request
+from urllib.parse import urlsplit
+
 from tfvision.data.pipeline import decode_image
 from tfvision.data.source import SourceData, Split
 from tfvision.errors import DataError
@@ -19,14 +24,64 @@ def _splits(data_cfg):
     return f"{data_cfg.train_split}[:{keep}%]", f"{data_cfg.train_split}[{keep}%:]"
 
 
+# Default ports of the URL schemes TFDS downloads over a socket (requests, or urllib for ftp).
+_PORTS = {"http": 80, "https": 443, "ftp": 21}
+
+
+def _unreachable_host(builder, timeout=5.0):
+    """``(host, reason)`` for the first download host (or its proxy) that no TCP connection
+    reaches (unknown name, refused, no answer within ``timeout`` seconds), or None.
+
+    Probed before ``download_and_prepare`` because TFDS retries a failed connection ten
+    times with backoff, minutes of silence before the error. Only URLs the builder registered
+    checksums for are known in advance (catalog datasets do); others are not probed.
+    """
+    proxies = urllib.request.getproxies()
+    targets = {}  # (host, port) to connect to: how to name it
+    for url in builder.url_infos or {}:
+        parts = urlsplit(url)
+        if parts.scheme not in _PORTS:
+            continue
+        host = parts.hostname
+        proxied = parts.scheme in proxies and not urllib.request.proxy_bypass(host)
+        if proxied:  # requests connects to the proxy instead
+            parts = urlsplit(proxies[parts.scheme])
+        address = (parts.hostname, parts.port or _PORTS.get(parts.scheme, 80))
+        targets.setdefault(
+            address, f"{host} through the proxy {address[0]}:{address[1]}" if proxied else host)
+    for address, label in targets.items():
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+        except OSError as err:
+            return label, err
+    return None
+
+
+def _first_line(err):
+    return next(iter(str(err).splitlines()), "")
+
+
+def _network_error(name, host, reason):
+    return DataError(
+        f"cannot download TFDS dataset {name!r}: no network connection to {host} ({reason}); "
+        f"prepare it on a machine with network (`tfds build {name} --data_dir DIR`), copy DIR "
+        "here and point data.data_dir at it (data.download: false never tries the network)"
+    )
+
+
 def tfds_builder(name, data_dir=None, download=False):
-    """The prepared builder for ``name``; prepares it only when ``download`` allows."""
+    """The prepared builder for ``name``; prepares it only when ``download`` allows.
+
+    A failed preparation names its cause: no network (probed first, so it fails in seconds),
+    a missing Python package, or whatever else TFDS raised, never blaming the network for it.
+    """
+    import requests
     import tensorflow_datasets as tfds
 
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except ValueError as err:  # DatasetNotFoundError, with the whole catalog in its message
-        raise DataError(f"TFDS has no dataset {name!r}: {str(err).splitlines()[0]}") from None
+        raise DataError(f"TFDS has no dataset {name!r}: {_first_line(err)}") from None
     if builder.is_prepared():
         return builder
     if not download:
@@ -36,12 +91,22 @@ def tfds_builder(name, data_dir=None, download=False):
             "and point data.data_dir at it) or set data.download: true"
         )
     try:
-        builder.download_and_prepare()
-    except Exception as err:  # noqa: BLE001 - whatever failed, the user's remedy is the same
+        unreachable = _unreachable_host(builder)  # reading its URLs imports the builder's code
+        if unreachable is None:
+            builder.download_and_prepare()
+    except ModuleNotFoundError as err:  # TFDS imports a dataset's extras only to prepare it
+        package = err.name or _first_line(err)
         raise DataError(
-            f"could not download TFDS dataset {name!r}: {str(err).splitlines()[0]}; prepare it "
-            "on a machine with network and point data.data_dir at it"
+            f"TFDS cannot prepare dataset {name!r}: the Python package {package!r} is not "
+            f"installed; install it (`pip install {package}`) and run again"
         ) from None
+    except (requests.RequestException, urllib.error.URLError) as err:  # after TFDS's retries
+        raise _network_error(name, "its download host", _first_line(err)) from None
+    except Exception as err:  # a bad checksum, an HTTP error, a full disk: still the user's
+        raise DataError(f"could not prepare TFDS dataset {name!r} in {builder.data_dir}: "
+                        f"{type(err).__name__}: {_first_line(err)}") from err
+    if unreachable:
+        raise _network_error(name, *unreachable)
     return builder
 
 
