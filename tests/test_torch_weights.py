@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 import torch
@@ -16,6 +17,8 @@ from torch import nn
 
 from tfvision.errors import ModelError
 from tfvision.models import load_torch_weights, resnet18, resnet34, scratch_cnn, transfer_model
+from tfvision.models.resnet import convert
+from tfvision.models.weights import load_weights
 
 # torchvision is not installable here; scripts/torch_reference.py rebuilds its ResNets (same
 # module names, shapes and initialization) and the seed's CNN in plain PyTorch.
@@ -126,9 +129,11 @@ def test_resnet18_training_mode_matches_torch_including_running_statistics(pixel
 
 
 @pytest.mark.slow
-def test_seed_cnn_logits_match_torch():
+@pytest.mark.parametrize("name", ["scratch_cnn", "my_cnn"])
+def test_seed_cnn_logits_match_torch(name):
+    """Whatever the user names the model: the CNN is recognised by its layers."""
     reference = SeedCNN().eval()
-    model = load_torch_weights(scratch_cnn(), reference.state_dict())
+    model = load_torch_weights(scratch_cnn(name=name), reference.state_dict())
     images = np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     nchw = np.ascontiguousarray(images.transpose(0, 3, 1, 2)) / np.float32(255)
     expected = torch_outputs(reference, torch.from_numpy(nchw))
@@ -161,8 +166,6 @@ def test_convert_safetensors_without_torch(tmp_path, weight_files, pixels, torch
 def test_transfer_model_from_local_weights_file(name, tmp_path, weight_files, pixels,
                                                 torch_resnet18):
     """The new head sits on exactly the backbone the file holds (torch's pooled features)."""
-    from tfvision.models.weights import convert
-
     path = weight_files / name
     if name == "converted":
         path = tmp_path / "resnet18.weights.h5"
@@ -221,8 +224,6 @@ def test_headless_model_ignores_the_checkpoint_fc():
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors", ".weights.h5"])
 def test_truncated_weights_file_fails_clearly(suffix, tmp_path, weight_files, keras_resnet18):
-    from tfvision.models.weights import load_weights
-
     if suffix == ".weights.h5":
         source = tmp_path / "full.weights.h5"
         keras_resnet18.save_weights(source)
@@ -243,9 +244,24 @@ def test_unknown_format_and_missing_file(tmp_path, keras_resnet18):
         load_torch_weights(keras_resnet18, tmp_path / "nope.pth")
 
 
-def test_convert_refuses_a_state_dict_that_is_not_a_resnet(tmp_path):
-    from tfvision.models.weights import convert
+def test_model_neither_cnn_nor_resnet_is_refused_even_when_the_names_fit():
+    """keras.applications-style layers (biased convolution + BatchNorm) have no PyTorch
+    layout here, though this state dict has a tensor of the right name for every weight."""
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="conv1"),
+        keras.layers.BatchNormalization(name="bn1"), keras.layers.Flatten(),
+        keras.layers.Dense(2, name="fc"),
+    ], name="custom")
+    state = nn.ModuleDict({"conv1": nn.Conv2d(3, 4, 3), "bn1": nn.BatchNorm2d(4),
+                           "fc": nn.Linear(4 * 6 * 6, 2)}).state_dict()
+    with pytest.raises(ModelError) as err:
+        load_torch_weights(model, state)
+    message = str(err.value)
+    assert "model 'custom' (weighted layers: BatchNormalization, Conv2D, Dense)" in message
+    assert "neither the seed's CNN" in message and "nor a torchvision ResNet-18/34" in message
 
+
+def test_convert_refuses_a_state_dict_that_is_not_a_resnet(tmp_path):
     src = tmp_path / "cnn.pth"
     torch.save(SeedCNN().state_dict(), src)
     with pytest.raises(ModelError, match="not a torchvision ResNet-18/34 state dict"):

@@ -3,8 +3,9 @@
 from tfvision.errors import ConfigError
 from tfvision.models.cnn import scratch_cnn
 from tfvision.models.resnet import resnet18, resnet34
+from tfvision.models.torch_weights import load_torch_weights
 from tfvision.models.transfer import BACKBONES, first_unfrozen, transfer_model, unfreeze
-from tfvision.models.weights import load_torch_weights, load_weights
+from tfvision.models.weights import load_weights
 
 __all__ = [
     "BACKBONES",

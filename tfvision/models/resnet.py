@@ -3,7 +3,8 @@
 People porting the seed's ``models.resnet18(pretrained=True)`` need the same network and the
 same weights, and keras.applications has no ResNet-18. Layer names are torchvision's
 ``state_dict`` prefixes (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``,
-..., ``fc``), so PyTorch weights load by name (``tfvision.models.load_torch_weights``).
+..., ``fc``), so PyTorch weights load by name (``tfvision.models.load_torch_weights``), and
+``convert`` turns a torchvision checkpoint into a Keras weights file once.
 
 Two details make the numbers match PyTorch's: stride-2 convolutions and the stem max-pool are
 padded symmetrically with an explicit ``ZeroPadding2D`` (Keras ``padding="same"`` pads only
@@ -12,11 +13,17 @@ bottom/right when the stride is 2), and BatchNorm uses PyTorch's epsilon 1e-5 wi
 with the fused kernel, which also updates the running variance as PyTorch does (unbiased).
 """
 
+import os
+import re
+from pathlib import Path
+
 import keras
 from keras import layers
 
+from tfvision.errors import ModelError
 from tfvision.models.batchnorm import FusedBatchNormalization
-from tfvision.models.weights import load_weights
+from tfvision.models.torch_weights import HEAD, load_torch_weights, read_state_dict
+from tfvision.models.weights import KERAS_SUFFIX, download, load_weights
 
 # torchvision's IMAGENET1K_V1 checkpoints: (url, SHA-256 of the file).
 WEIGHTS = {
@@ -117,7 +124,7 @@ def ResNet(
     elif pooling == "max":
         x = layers.GlobalMaxPooling2D(name="maxpool_global")(x)
     if include_top:
-        x = layers.Dense(num_classes, name="fc", dtype="float32")(x)
+        x = layers.Dense(num_classes, name=HEAD, dtype="float32")(x)
     model = keras.Model(inputs, x, name=name or arch)
     if weights is not None:
         load_weights(model, weights, WEIGHTS[arch])
@@ -136,3 +143,41 @@ def resnet34(num_classes=1000, weights=None, input_shape=(224, 224, 3), include_
     """torchvision's ``resnet34``; takes RGB pixels in [0, 255] and returns logits."""
     return ResNet("resnet34", num_classes, weights, input_shape, include_top,
                   include_preprocessing, pooling, name)
+
+
+def detect_resnet(state) -> str:
+    """``resnet18`` or ``resnet34``, from the number of blocks per stage in a state dict."""
+    blocks = [0, 0, 0, 0]
+    for key in state:
+        match = re.match(r"layer([1-4])\.(\d+)\.", key)
+        if match:
+            stage, block = int(match[1]) - 1, int(match[2])
+            blocks[stage] = max(blocks[stage], block + 1)
+    for arch, expected in BLOCKS.items():
+        if tuple(blocks) == expected:
+            return arch
+    known = ", ".join(f"{a} {list(b)}" for a, b in BLOCKS.items())
+    raise ModelError(
+        f"not a torchvision ResNet-18/34 state dict: blocks per stage {blocks}; known: {known}"
+    )
+
+
+def convert(src, dst) -> tuple[str, int | None]:
+    """Write a torchvision ResNet state dict (a file, or ``resnet18``/``resnet34`` to
+    download it) as a Keras weights file, so later runs need neither torch nor network.
+    Returns (architecture, number of classes of its ``fc``, or None without one)."""
+    dst = Path(dst)
+    if not dst.name.endswith(KERAS_SUFFIX):
+        raise ModelError(f"{dst}: the destination must be a Keras weights file (*{KERAS_SUFFIX})")
+    named = src in WEIGHTS and not Path(src).exists()
+    state = read_state_dict(download(*WEIGHTS[src]) if named else src)
+    arch = detect_resnet(state)
+    head = f"{HEAD}.weight"
+    num_classes = state[head].shape[0] if head in state else None
+    model = ResNet(arch, num_classes or 1000, include_top=num_classes is not None)
+    load_torch_weights(model, state)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name[: -len(KERAS_SUFFIX)]}.tmp{KERAS_SUFFIX}")
+    model.save_weights(tmp)
+    os.replace(tmp, dst)
+    return arch, num_classes

@@ -18,8 +18,8 @@ from keras import layers, ops
 
 from tfvision.errors import ModelError
 from tfvision.models.resnet import resnet18, resnet34
+from tfvision.models.torch_weights import HEAD
 
-HEAD = "fc"
 # A residual/inverted-residual block, from its layers' names: layer4.1 (torchvision ResNet),
 # conv5_block3 (keras ResNet, ResNetV2), block6o (EfficientNetV2), expanded_conv_10
 # (MobileNetV3), convnext_tiny_stage_3_block_2 (ConvNeXt).
