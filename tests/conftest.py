@@ -5,6 +5,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -14,13 +15,34 @@ from tfvision.config import load_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args, cwd=None, timeout=600, env=None):
-    """Run ``tfvision ARGS`` in a subprocess, as a user would; returns CompletedProcess."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "tfvision.cli", *map(str, args)],
-        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
-    )
+def run_cli(*args, cwd=None, timeout=600, env=None, process=False):
+    """Run ``tfvision ARGS`` as a user would; returns a CompletedProcess.
+
+    By default in this process, through click's test runner: the same command and the same
+    output, without paying for TensorFlow's import again (5-7 s a call on some CPUs).
+    ``process=True`` (implied by ``env``) starts a real subprocess, for what only a process
+    shows: its start-up, signals, warnings and the log lines of TensorFlow's C++ code.
+    """
+    if process or env:
+        return subprocess.run(
+            [sys.executable, "-m", "tfvision.cli", *map(str, args)], cwd=cwd,
+            env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+            check=False,
+        )
+    from click.testing import CliRunner
+
+    from tfvision.cli import main
+
+    previous = os.getcwd()
+    os.chdir(cwd or previous)
+    try:
+        result = CliRunner().invoke(main, [str(a) for a in args])
+    finally:
+        os.chdir(previous)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, stderr)
 
 
 SMALL_OVERRIDES = ("data.image_size=16", "train.epochs=3", "train.learning_rate=0.05")

@@ -69,7 +69,8 @@ def test_top_k_above_the_class_count_gives_every_class_and_says_so(trained_run, 
 
 def test_the_cli_prints_the_top_k_warning_as_a_warning_line(trained_run, digit_files):
     count = len(trained_run.class_names)
-    done = run_cli("predict", trained_run.export_path, digit_files[0], "--top-k", count + 2)
+    done = run_cli("predict", trained_run.export_path, digit_files[0], "--top-k", count + 2,
+                   process=True)
     assert done.returncode == 0, done.stderr
     assert (f"warning: top_k={count + 2} but the model has {count} classes; showing all "
             f"{count}\n") in done.stderr

@@ -23,7 +23,7 @@ def quickstart(tmp_path_factory):
     """`tfvision train` with no arguments, in a fresh directory, timed."""
     cwd = tmp_path_factory.mktemp("quickstart")
     start = time.perf_counter()
-    result = run_cli("train", cwd=cwd)
+    result = run_cli("train", cwd=cwd, process=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return cwd / "runs" / "quickstart", time.perf_counter() - start, result
 
@@ -124,6 +124,20 @@ def test_readme_python_example_runs_as_written(tmp_path):
                             text=True, timeout=600, check=False, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "exports" / "digits" / "1" / "saved_model.pb").exists()
+
+
+def test_readme_saved_model_cli_recipe_runs_as_written(quickstart):
+    """The Command line section's digit.png one-liner, then Deploy's saved_model_cli run."""
+    run_dir, _, _ = quickstart
+    (make_digit,) = [line for block in _readme_blocks("Command line", "bash")
+                     for line in block.splitlines() if "open('digit.png', 'wb')" in line]
+    (recipe,) = [b for b in _readme_blocks("Deploy with TF Serving", "bash")
+                 if "saved_model_cli run" in b]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-ec", f"{make_digit}\n{recipe}"], cwd=run_dir.parent.parent,
+                          capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Result for output key class_names:\n[[b'9'" in done.stdout, done.stdout
 
 
 def test_ci_runs_exactly_the_readme_test_command():

@@ -61,11 +61,15 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
 
 def _quiet_tensorflow(verbose):
     """TensorFlow's logs only when asked for: ``--verbose``, or the user's own
-    ``TF_CPP_MIN_LOG_LEVEL``."""
+    ``TF_CPP_MIN_LOG_LEVEL``. Its Python side logs through absl (TFDS's "WARNING:absl:..."),
+    kept to errors too."""
     if verbose or "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     sys.meta_path.insert(0, _QuietTensorFlowImport())
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 class _Group(click.Group):
@@ -267,7 +271,7 @@ def convert_weights(src, dst):
     does not; or resnet18/resnet34 to download torchvision's ImageNet checkpoint), as DST, a
     Keras .weights.h5 file: set `model.weights: DST` and later runs need neither torch nor
     network."""
-    from tfvision.models.weights import convert
+    from tfvision.models.resnet import convert
 
     arch, num_classes = convert(src, dst)
     head = f"with its {num_classes}-class fc" if num_classes else "without fc"
