@@ -24,11 +24,7 @@ _EXPORTS = {
     "predict": "tfvision.inference",
 }
 
-__all__ = [  # noqa: RUF022 (grouped as _EXPORTS is)
-    "Config", "load_config", "scratch_cnn", "build_model", "resnet18", "resnet34",
-    "transfer_model", "load_torch_weights", "load_dataset", "train", "evaluate",
-    "export_model", "predict", "__version__",
-]
+__all__ = [*_EXPORTS, "__version__"]  # noqa: PLE0604 - one list: the names of _EXPORTS
 
 
 def __getattr__(name):

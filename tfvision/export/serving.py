@@ -97,18 +97,6 @@ def write_warmup(version_dir, requests) -> Path:
     return path
 
 
-def read_warmup(version_dir) -> list:
-    """The ``PredictRequest`` of every warmup record of an export."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    records = tf.data.TFRecordDataset(str(Path(version_dir) / WARMUP_FILE))
-    return [
-        prediction_log_pb2.PredictionLog.FromString(r.numpy()).predict_log.request
-        for r in records
-    ]
-
-
 def update_models_config(export_dir) -> Path:
     """Add or refresh ``export_dir``'s entry in the ``models.config`` of its parent folder.
 
