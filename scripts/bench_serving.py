@@ -20,9 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfvision.data.pipeline import decode_image, resize
-from tfvision.export.savedmodel import default_export_dir
 from tfvision.export.versions import existing_versions
-from tfvision.training.trainer import load_model, load_run_config, resolve_model_path
+from tfvision.rundir import default_export_dir, load_model, load_run_config, resolve_model_path
 
 
 def median_ms(fn, calls):

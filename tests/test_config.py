@@ -1,8 +1,11 @@
 """Config loading and validation: bad input fails before any work and says what to do."""
 
-import pytest
+import dataclasses
 
-from tfvision.config import PACKAGED_CONFIGS, load_config
+import pytest
+from conftest import run_cli
+
+from tfvision.config import PACKAGED_CONFIGS, DistributeConfig, TrainConfig, load_config
 from tfvision.errors import ConfigError
 
 
@@ -41,9 +44,9 @@ def test_unknown_section_lists_sections():
 
 
 def test_wrong_type_names_key_and_expected_type():
-    with pytest.raises(ConfigError, match=r"train.epochs must be int, got 'ten'"):
+    with pytest.raises(ConfigError, match=r"train.epochs must be int >= 1, got 'ten'"):
         load_config("quickstart", ["train.epochs=ten"])
-    with pytest.raises(ConfigError, match="data.batch_size must be >= 1"):
+    with pytest.raises(ConfigError, match="data.batch_size must be int >= 1, got 0"):
         load_config("quickstart", ["data.batch_size=0"])
 
 
@@ -51,7 +54,75 @@ def test_bad_choice_lists_choices():
     with pytest.raises(ConfigError) as err:
         load_config("quickstart", ["train.optimizer=adm"])
     assert "did you mean 'adam'" in str(err.value)
-    assert "sgd, momentum, adam, adamw" in str(err.value)
+    assert "must be sgd, momentum, adam or adamw, got 'adm'" in str(err.value)
+
+
+# Each of these passed load once and failed late (inside fit, after config.yaml was written),
+# silently changed meaning, or crashed with a raw Python error.
+@pytest.mark.parametrize("override, message", [
+    ("train.backup_freq=epochs",
+     r"train.backup_freq must be epoch or int >= 1, got 'epochs'; did you mean 'epoch'\?"),
+    ("train.backup_freq=0", r"train.backup_freq must be epoch or int >= 1, got 0"),
+    ("train.backup_freq=true", r"train.backup_freq must be epoch or int >= 1, got True"),
+    ("data.validation_fraction=1.5",
+     r"data.validation_fraction must be float >= 0.0 and < 1.0, got 1.5"),
+    ("data.image_size=[24]",
+     r"data.image_size must be int >= 1 or a list of 2 ints >= 1, got \[24\]"),
+    ("data.image_size=[1, 2, 3]", r"data.image_size must be .*, got \[1, 2, 3\]"),
+    ("data.image_size=[0, 8]", r"data.image_size must be .*, got \[0, 8\]"),
+    ("data.validation_fraction=0",
+     r"data.validation_fraction=0 leaves data.source=digits no validation examples"),
+    ("data.autotune=sometimes", r"data.autotune must be auto, true or false, got 'sometimes'"),
+    ("distribute.jit_compile=always", r"distribute.jit_compile must be auto, true or false"),
+    ("distribute.steps_per_execution=0",
+     r"distribute.steps_per_execution must be auto or int >= 1, got 0"),
+    ("data.randaugment_magnitude=11",
+     r"data.randaugment_magnitude must be int >= 0 and <= 10, got 11"),
+    ("train.unfreeze_from=0", r"train.unfreeze_from must be string or int >= 1, got 0"),
+    ("train.momentum=1.5", r"train.momentum must be float >= 0.0 and <= 1.0, got 1.5"),
+    ("model.dropout=1", r"model.dropout must be float >= 0.0 and < 1.0, got 1"),
+    ("model.filters=[32, 0]", r"model.filters must be a list of ints >= 1"),
+])
+def test_bad_value_fails_at_load_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        load_config("quickstart", [override])
+
+
+def test_no_validation_data_fails_at_load_unless_another_key_gives_it():
+    with pytest.raises(ConfigError, match="data.source=folder no validation examples; set it "
+                                          "above 0, or give data.validation_path"):
+        load_config("quickstart", ["data.source=folder", "data.validation_fraction=0"])
+    for source, key in (("folder", "validation_path"), ("tfds", "validation_split")):
+        cfg = load_config("quickstart", [f"data.source={source}", "data.validation_fraction=0",
+                                         f"data.{key}=val"])
+        assert cfg.data.validation_fraction == 0
+
+
+def test_digits_hold_out_exactly_validation_fraction():
+    from tfvision.data.digits import load_digits
+
+    default = load_digits(load_config("quickstart").data, seed=0)
+    assert (default.train.size, default.validation.size) == (1438, 359)  # the README's split
+    tenth = load_digits(load_config("quickstart", ["data.validation_fraction=0.1"]).data, seed=0)
+    assert (tenth.train.size, tenth.validation.size) == (1617, 180)
+
+
+def test_sections_made_in_python_are_checked_too():
+    """Not only load_config: the API and dataclasses.replace check every value as well."""
+    with pytest.raises(ConfigError, match="distribute.jit_compile must be auto, true or false"):
+        DistributeConfig(jit_compile="yes")
+    with pytest.raises(ConfigError, match="train.backup_freq must be epoch or int >= 1"):
+        dataclasses.replace(TrainConfig(), backup_freq=-5)
+    # An int given for a float key becomes a float: Keras' SGD refuses momentum=1 (an int).
+    assert type(load_config("quickstart", ["train.momentum=1"]).train.momentum) is float
+
+
+def test_bad_value_on_the_command_line_exits_2_before_any_run_dir(tmp_path):
+    result = run_cli("train", "--set", "train.backup_freq=epochs", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "train.backup_freq" in lines[0], result.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_missing_config_file_lists_shipped_configs(tmp_path):

@@ -122,6 +122,6 @@ def test_tflite_export_prints_the_accuracy_of_both_variants(trained_run, tmp_pat
 
 def _validation_batches(trained_run):
     from tfvision.data.dataset import load_dataset
-    from tfvision.training.trainer import load_run_config
+    from tfvision.rundir import load_run_config
 
     return list(load_dataset(load_run_config(trained_run.run_dir)).validation.take(2))

@@ -12,7 +12,7 @@ from conftest import BackgroundCLI, run_cli, small_cli_args, small_config
 from imagedata import write_folder
 
 from tfvision.errors import ConfigError, DataError, TrainingError
-from tfvision.training.callbacks import Backup, backup_save_freq, read_history
+from tfvision.training.callbacks import Backup, read_history
 
 EPOCHS = 8
 
@@ -110,7 +110,7 @@ def test_step_backups_resume_inside_the_interrupted_epoch(tmp_path):
         seen = keras.callbacks.History()
         with pytest.raises(KeyboardInterrupt):
             model.fit(x, y, batch_size=8, epochs=4, verbose=0, callbacks=[
-                Backup(tmp_path, save_freq=backup_save_freq(3)), seen, _Interrupt(*interrupt_at)])
+                Backup(tmp_path, save_freq=3), seen, _Interrupt(*interrupt_at)])
         return json.loads((tmp_path / "training_metadata.json").read_text())["epoch"]
 
     assert fit((1, 6)) == 1
@@ -167,11 +167,3 @@ def test_a_run_that_failed_before_training_takes_the_corrected_config(tmp_path):
     with pytest.raises(ConfigError, match=r"holds a run with a different config \(train.epochs"):
         train(small_config("data.source=folder", f"data.path={missing}", "train.epochs=2",
                            "data.image_size=8"), run_dir, verbose=0)
-
-
-def test_backup_freq_must_be_epoch_or_a_step_count():
-    assert backup_save_freq("epoch") == "epoch"
-    assert backup_save_freq(100) == 100
-    for bad in ("epochs", 0, True):
-        with pytest.raises(ConfigError, match="train.backup_freq must be 'epoch' or a number"):
-            backup_save_freq(bad)

@@ -176,29 +176,22 @@ def evaluate(target, config, overrides):
               help="Classes per image in the answers (default: export.top_k of the run).")
 def export(target, export_dir, version, fmt, top_k):
     """Export a run's model (or a .keras file in a run) for TF Serving or TFLite."""
-    from pathlib import Path
 
-    from tfvision.export.savedmodel import default_export_dir, export_model
-    from tfvision.training.trainer import (
-        load_model,
-        load_run_config,
-        read_class_names,
-        resolve_model_path,
-    )
+    from tfvision import rundir
+    from tfvision.export.savedmodel import export_model
 
-    model_path, run_dir = resolve_model_path(target)
-    cfg = load_run_config(run_dir)
-    model = load_model(model_path)
+    model_path, run_dir = rundir.resolve_model_path(target)
+    cfg = rundir.load_run_config(run_dir)
+    model = rundir.load_model(model_path)
+    export_dir = export_dir or rundir.default_export_dir(run_dir, cfg, fmt)
     if fmt == "saved_model":
-        export_dir = export_dir or default_export_dir(run_dir, cfg)
-        path = export_model(model, export_dir, read_class_names(run_dir), version=version,
+        path = export_model(model, export_dir, rundir.read_class_names(run_dir), version=version,
                             top_k=top_k or cfg.export.top_k)
         click.echo(f"exported: {path}")
         return
     from tfvision.data.dataset import load_dataset
     from tfvision.export.tflite import export_tflite
 
-    export_dir = export_dir or Path(run_dir) / "tflite" / cfg.name
     result = export_tflite(model, export_dir, load_dataset(cfg).validation, version=version)
     click.echo(f"exported: {result.path}")
     keras_accuracy = result.accuracy["keras"]
@@ -357,7 +350,7 @@ def benchmark_data(config, overrides, steps, batches, rounds):
     from tfvision.config import load_config
 
     cfg = load_config(config, overrides)
-    from tfvision.data.benchmark import run_benchmark
+    from tfvision.training.input_benchmark import run_benchmark
 
     run_benchmark(cfg, steps=steps, batches=batches, rounds=rounds, echo=click.echo)
 

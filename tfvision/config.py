@@ -1,14 +1,18 @@
 """Experiment configuration: five dataclass sections, loaded from YAML plus ``--set`` overrides.
 
-Every key is declared here with its type and, where it has one, its set of valid choices, so
-a typo or a bad value fails before any work starts and the message names the key, what was
-wrong and the valid alternatives. The resolved config is written into the run directory.
+Every key is declared here with its type and its rules (choices, range, list length), and a
+section checks every value when it is made: by ``load_config``, by ``dataclasses.replace`` and
+by Python code alike. So a typo or a bad value fails at load, before anything is written, and
+the message names the key, what was given and what is valid. The resolved config is written
+into the run directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import operator
 import re
 import types
 import typing
@@ -21,6 +25,7 @@ import yaml
 from tfvision.errors import ConfigError
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+RANDAUGMENT_MAX_MAGNITUDE = 10  # RandAugment magnitudes run from 0 to 10, as in the paper
 
 
 class _Loader(yaml.SafeLoader):
@@ -39,16 +44,41 @@ def _read_yaml(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
-def _opt(default, choices=None, minimum=None, help=""):
-    """A config field with its validation rules kept beside its default."""
-    meta = {"choices": choices, "minimum": minimum, "help": help}
+def _opt(default, choices=None, minimum=None, maximum=None, below=None, length=None, help=""):
+    """A config field with its validation rules kept beside its default.
+
+    In a union each rule applies to the member it fits: ``choices`` to a string, the range
+    (``minimum`` and ``maximum`` inclusive, ``below`` exclusive) to a number or to each item
+    of a list, ``length`` to a list. So ``str | int`` with ``choices=("epoch",), minimum=1``
+    reads "epoch or int >= 1".
+    """
+    meta = {"choices": choices, "minimum": minimum, "maximum": maximum, "below": below,
+            "length": length, "help": help}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
+class _Section:
+    """A config section: checks each value when it is made, so nothing downstream meets a
+    bad one (an int given for a float key becomes a float, as Keras wants some of them)."""
+
+    def __post_init__(self):
+        hints = _hints(type(self))
+        section = next(name for name, cls in SECTIONS.items() if cls is type(self))
+        for f in dataclasses.fields(self):
+            key = f"{section}.{f.name}"
+            setattr(self, f.name, _checked(key, getattr(self, f.name), hints[f.name], f.metadata))
+
+
+# Where a source reads a separate validation set; without one, it holds out
+# data.validation_fraction of the training data.
+_VALIDATION_SET = {"tfds": "validation_split", "folder": "validation_path",
+                   "tfrecord": "validation_path"}
+
+
 @dataclass
-class DataConfig:
+class DataConfig(_Section):
     source: str = _opt("digits", choices=("digits", "tfds", "folder", "tfrecord"))
     name: str | None = _opt(None, help="TFDS catalog name (source: tfds)")
     path: str | None = _opt(None, help="image folder or TFRecord file pattern")
@@ -68,8 +98,8 @@ class DataConfig:
     validation_split: str | None = _opt(
         None, help="source split for validation; none: hold out validation_fraction of train"
     )
-    validation_fraction: float = _opt(0.2, minimum=0.0)
-    image_size: int | list[int] = _opt(32, minimum=1, help="side, or [height, width]")
+    validation_fraction: float = _opt(0.2, minimum=0.0, below=1.0)
+    image_size: int | list[int] = _opt(32, minimum=1, length=2, help="side, or [height, width]")
     batch_size: int = _opt(64, minimum=1, help="per replica")
     shuffle_buffer: int = _opt(10000, minimum=1)
     augment: str = _opt(
@@ -77,7 +107,9 @@ class DataConfig:
         help="training only; crop_flip: pad-and-crop up to 64 px, random resized crop above",
     )
     randaugment: int = _opt(0, minimum=0, help="RandAugment operations per image (0: off)")
-    randaugment_magnitude: int = _opt(9, minimum=0, help="RandAugment strength, 0 to 10")
+    randaugment_magnitude: int = _opt(
+        9, minimum=0, maximum=RANDAUGMENT_MAX_MAGNITUDE, help="RandAugment strength, 0 to 10"
+    )
     mixup: float = _opt(0.0, minimum=0.0, help="MixUp beta alpha (0: off; labels become soft)")
     cutmix: float = _opt(0.0, minimum=0.0, help="CutMix beta alpha (0: off; labels become soft)")
     cache: str = _opt(
@@ -88,23 +120,31 @@ class DataConfig:
         None, help="disk cache directory, reused across runs (default: a temporary one)"
     )
     deterministic: bool = _opt(False, help="same batches for the same seed (slower)")
-    autotune: bool | str = _opt(
-        "auto", help="tf.data autotuning: auto (off on CPU-only hosts, where it takes cores "
-        "from training; see BENCHMARKS.md), true or false"
+    autotune: str | bool = _opt(
+        "auto", choices=("auto",), help="tf.data autotuning: auto (off on CPU-only hosts, "
+        "where it takes cores from training; see BENCHMARKS.md), true or false"
     )
     on_bad_file: str = _opt(
         "skip", choices=("skip", "error"),
         help="skip: leave unreadable images out with one warning naming them; error: stop",
     )
 
+    def __post_init__(self):
+        super().__post_init__()
+        other = _VALIDATION_SET.get(self.source)
+        if self.validation_fraction == 0 and not (other and getattr(self, other)):
+            instead = f", or give data.{other}" if other else ""
+            raise ConfigError(f"data.validation_fraction=0 leaves data.source={self.source} no "
+                              f"validation examples; set it above 0{instead}")
+
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     name: str = _opt("cnn", help="cnn, or a backbone name for transfer learning")
-    filters: list[int] = _opt([32, 64])
+    filters: list[int] = _opt([32, 64], minimum=1)
     dense_units: int = _opt(128, minimum=1)
     pooling: str = _opt("max", choices=("max", "avg", "none"))
-    dropout: float = _opt(0.0, minimum=0.0)
+    dropout: float = _opt(0.0, minimum=0.0, below=1.0)
     weights: str | None = _opt(None, help="imagenet, a local weights file, or none")
     freeze: bool = _opt(
         True, help="transfer: phase 1 (train.epochs) trains only the new head on a frozen backbone"
@@ -112,11 +152,11 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Section):
     epochs: int = _opt(10, minimum=1)
     optimizer: str = _opt("sgd", choices=("sgd", "momentum", "adam", "adamw"))
     learning_rate: float = _opt(0.01, minimum=0.0)
-    momentum: float = _opt(0.9, minimum=0.0, help="for optimizer: momentum")
+    momentum: float = _opt(0.9, minimum=0.0, maximum=1.0, help="for optimizer: momentum")
     weight_decay: float = _opt(0.0, minimum=0.0)
     schedule: str = _opt("constant", choices=("constant", "cosine", "step"))
     step_epochs: int = _opt(10, minimum=1, help="schedule: step decays every this many epochs")
@@ -130,16 +170,17 @@ class TrainConfig:
         None, minimum=0.0, help="phase 2 learning rate (default: learning_rate / 10)"
     )
     unfreeze_from: str | int = _opt(
-        "all", help="phase 2 trains the backbone from: all, a layer-name prefix (layer4, conv5, "
-        "block6) or N (its last N blocks)"
+        "all", minimum=1, help="phase 2 trains the backbone from: all, a layer-name prefix "
+        "(layer4, conv5, block6) or N (its last N blocks)"
     )
     backup_freq: str | int = _opt(
-        "epoch", help="back up for resuming every epoch, or every this many steps"
+        "epoch", choices=("epoch",), minimum=1,
+        help="back up for resuming every epoch, or every this many steps",
     )
 
 
 @dataclass
-class DistributeConfig:
+class DistributeConfig(_Section):
     strategy: str = _opt(
         "auto",
         choices=("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu"),
@@ -149,10 +190,12 @@ class DistributeConfig:
         choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"),
         help="auto: mixed_float16 on GPU, mixed_bfloat16 on TPU, float32 on CPU",
     )
-    jit_compile: bool | str = _opt("auto", help="XLA: auto (on for GPU), true or false")
-    steps_per_execution: int | str = _opt(
-        "auto", help="training steps per tf.function call: auto (32 on TPU, 16 on CPU, 1 on "
-        "GPU and under (multi-worker) Mirrored) or a number"
+    jit_compile: str | bool = _opt(
+        "auto", choices=("auto",), help="XLA: auto (on for GPU), true or false"
+    )
+    steps_per_execution: str | int = _opt(
+        "auto", choices=("auto",), minimum=1, help="training steps per tf.function call: auto "
+        "(32 on TPU, 16 on CPU, 1 on GPU and under (multi-worker) Mirrored) or a number"
     )
     scale_learning_rate: bool = _opt(
         False, help="multiply train.learning_rate by the number of replicas (linear scaling)"
@@ -160,7 +203,7 @@ class DistributeConfig:
 
 
 @dataclass
-class ExportConfig:
+class ExportConfig(_Section):
     enabled: bool = _opt(True, help="export a SavedModel when training finishes")
     top_k: int = _opt(5, minimum=1)
 
@@ -183,7 +226,7 @@ class Config:
     @property
     def image_hw(self) -> tuple[int, int]:
         size = self.data.image_size
-        return (size, size) if isinstance(size, int) else (size[0], size[1])
+        return (size, size) if isinstance(size, int) else tuple(size)
 
 
 SECTIONS = {
@@ -200,13 +243,16 @@ def _suggest(word, options) -> str:
     return f"did you mean {close[0]!r}? " if close else ""
 
 
+def _members(annotation) -> tuple:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
 def _type_ok(value, annotation) -> bool:
-    origin = typing.get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        return any(_type_ok(value, arg) for arg in typing.get_args(annotation))
     if annotation is type(None):
         return value is None
-    if origin is list:
+    if typing.get_origin(annotation) is list:
         (item,) = typing.get_args(annotation)
         return isinstance(value, list) and all(_type_ok(v, item) for v in value)
     if annotation is float:
@@ -216,48 +262,73 @@ def _type_ok(value, annotation) -> bool:
     return isinstance(value, annotation)
 
 
-def _type_name(annotation) -> str:
-    origin = typing.get_origin(annotation)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
-    if annotation is type(None):
-        return "null"
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(annotation)[0])}"
-    return annotation.__name__
+_BOUNDS = (("minimum", ">=", operator.ge), ("maximum", "<=", operator.le),
+           ("below", "<", operator.lt))
 
 
-def _check_value(section: str, f: dataclasses.Field, value, hints) -> None:
-    key = f"{section}.{f.name}"
-    annotation = hints[f.name]
-    if not _type_ok(value, annotation):
-        raise ConfigError(f"{key} must be {_type_name(annotation)}, got {value!r}")
-    choices = f.metadata.get("choices")
-    if choices and value not in choices:
-        raise ConfigError(
-            f"{key}={value!r} is not valid; {_suggest(value, choices)}"
-            f"valid choices: {', '.join(choices)}"
-        )
-    minimum = f.metadata.get("minimum")
-    if minimum is not None:
-        for v in value if isinstance(value, list) else [value]:
-            if v is not None and v < minimum:
-                raise ConfigError(f"{key} must be >= {minimum}, got {value!r}")
+def _in_range(value, meta) -> bool:
+    return all(meta[key] is None or ok(value, meta[key]) for key, _, ok in _BOUNDS)
+
+
+def _conforms(value, member, meta) -> bool:
+    if member is str:
+        return not meta["choices"] or value in meta["choices"]
+    if typing.get_origin(member) is list:
+        return meta["length"] in (None, len(value)) and all(_in_range(v, meta) for v in value)
+    return member not in (int, float) or _in_range(value, meta)
+
+
+_NAMES = {int: ("int", "ints"), float: ("float", "floats"), str: ("string", "strings")}
+
+
+def _valid(annotation, meta) -> str:
+    """What a key accepts, in words: ``epoch or int >= 1``, ``auto, true or false``."""
+    bounds = " and ".join(f"{op} {meta[key]}" for key, op, _ in _BOUNDS if meta[key] is not None)
+    bounds = f" {bounds}" if bounds else ""
+    forms = []
+    for member in _members(annotation):
+        if member is type(None):
+            forms.append("null")
+        elif member is bool:
+            forms += ["true", "false"]
+        elif member is str:
+            forms += meta["choices"] or ["string"]
+        elif typing.get_origin(member) is list:
+            (item,) = typing.get_args(member)
+            count = f"{meta['length']} " if meta["length"] else ""
+            forms.append(f"a list of {count}{_NAMES[item][1]}{bounds if item is not str else ''}")
+        else:
+            forms.append(_NAMES[member][0] + bounds)
+    return forms[0] if len(forms) == 1 else f"{', '.join(forms[:-1])} or {forms[-1]}"
+
+
+def _checked(key: str, value, annotation, meta):
+    """``value``, an int given for a float as a float; a ConfigError naming ``key`` if it is
+    not valid."""
+    member = next((m for m in _members(annotation) if _type_ok(value, m)), None)
+    if member is not None and _conforms(value, member, meta):
+        return float(value) if member is float else value
+    hint = _suggest(value, meta["choices"]) if isinstance(value, str) and meta["choices"] else ""
+    raise ConfigError(f"{key} must be {_valid(annotation, meta)}, got {value!r}"
+                      + (f"; {hint.rstrip()}" if hint else ""))
+
+
+@functools.cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
 
 
 def _build_section(section: str, values) -> object:
     cls = SECTIONS[section]
     if not isinstance(values, dict):
         raise ConfigError(f"section {section!r} must be a mapping of keys to values")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    for key, value in values.items():
+    fields = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
         if key not in fields:
             raise ConfigError(
                 f"unknown config key '{section}.{key}'; {_suggest(key, fields)}"
                 f"valid keys in {section}: {', '.join(fields)}"
             )
-        _check_value(section, fields[key], value, hints)
     return cls(**values)
 
 

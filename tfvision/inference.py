@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tfvision import rundir
 from tfvision.data.imagecheck import read_image_files
 from tfvision.data.pipeline import decode_image, resize
 from tfvision.errors import DataError, ModelError
@@ -54,14 +55,12 @@ def _predict_saved_model(path, encoded):
 
 
 def _predict_keras(path, encoded):
-    from tfvision.training.trainer import load_model, read_class_names
-
-    model = load_model(path)
+    model = rundir.load_model(path)
     size = model.input_shape[1:3]
     images = tf.stack([resize(decode_image(tf.constant(b)), size) for b in encoded])
     probabilities = tf.nn.softmax(tf.cast(model(images, training=False), tf.float32)).numpy()
     try:
-        class_names = read_class_names(Path(path).parent)
+        class_names = rundir.read_class_names(Path(path).parent)
     except ModelError:
         class_names = [str(i) for i in range(probabilities.shape[1])]
     return class_names, probabilities

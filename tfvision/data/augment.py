@@ -16,12 +16,11 @@ import math
 
 import tensorflow as tf
 
-from tfvision.errors import ConfigError
+from tfvision.config import RANDAUGMENT_MAX_MAGNITUDE
 
 SMALL_IMAGE = 64  # crop_flip: pad-and-crop up to this side, random resized crop above
 RESIZED_CROP_SCALE = (0.25, 1.0)
 RESIZED_CROP_RATIO = (3 / 4, 4 / 3)
-MAX_MAGNITUDE = 10  # RandAugment magnitudes run from 0 to 10, as in the paper
 FILL = 128.0  # grey, for the corners RandAugment's geometric operations uncover
 
 
@@ -187,7 +186,7 @@ RAND_AUGMENT_OPS = (
 
 def rand_augment(image, seed, num_ops, magnitude):
     """RandAugment (Cubuk et al., 2019): ``num_ops`` operations drawn uniformly per image."""
-    level = magnitude / MAX_MAGNITUDE
+    level = magnitude / RANDAUGMENT_MAX_MAGNITUDE
     seeds = _seeds(seed, 2 * num_ops)
     for i in range(num_ops):
         op = tf.random.stateless_uniform([], seeds[2 * i], maxval=len(RAND_AUGMENT_OPS),
@@ -242,9 +241,6 @@ class BatchAugment:
     """The map function for batches: uint8 → float32, augmented when training."""
 
     def __init__(self, data_cfg, size, num_classes, training, seed=0):
-        if data_cfg.randaugment_magnitude > MAX_MAGNITUDE:
-            raise ConfigError(f"data.randaugment_magnitude must be <= {MAX_MAGNITUDE}, got "
-                              f"{data_cfg.randaugment_magnitude}")
         self.size = tuple(size)
         self.num_classes = num_classes
         self.training = training

@@ -1,8 +1,9 @@
 """The embedded dataset: 1,797 real 8×8 handwritten digits (UCI optdigits, see DIGITS.md).
 
-It needs no network, so the quickstart and the tests run anywhere. The train/validation
-split is fixed (a permutation with its own constant seed), not tied to ``train.seed``, so
-validation accuracy is comparable between runs.
+It needs no network, so the quickstart and the tests run anywhere. Validation takes the first
+``data.validation_fraction`` of a fixed permutation (its own constant seed, not
+``train.seed``), so validation accuracy is comparable between runs: 1,438 / 359 at the
+default 0.2.
 """
 
 from pathlib import Path
@@ -39,5 +40,5 @@ def load_digits(data_cfg, seed, input_context=None):
 
         return Split(items, tf.identity, len(images), f"digits:{name}:{len(images)}")
 
-    (xt, yt), (xv, yv) = load_digits_arrays(data_cfg.validation_fraction or 0.2)
+    (xt, yt), (xv, yv) = load_digits_arrays(data_cfg.validation_fraction)
     return SourceData(split(xt, yt, "train"), split(xv, yv, "validation"), CLASS_NAMES)

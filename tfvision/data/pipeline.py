@@ -18,7 +18,6 @@ from pathlib import Path
 import tensorflow as tf
 
 from tfvision.data.augment import BatchAugment
-from tfvision.errors import ConfigError
 
 AUTOTUNE = tf.data.AUTOTUNE
 MEMORY_SHARE = 0.5  # of the memory available now, for all of a run's in-memory caches
@@ -109,9 +108,7 @@ def resolve_autotune(value) -> bool:
     a third of a 2-core machine from it (BENCHMARKS.md); fixed parallelism does not."""
     if value == "auto":
         return any(tf.config.list_physical_devices(kind) for kind in ("GPU", "TPU"))
-    if isinstance(value, bool):
-        return value
-    raise ConfigError(f"data.autotune must be auto, true or false, got {value!r}")
+    return value
 
 
 def make_pipeline(split, data_cfg, size, batch_size, *, training, seed, cache, num_classes,

@@ -41,13 +41,6 @@ def check_close(got, want, model, what) -> None:
         )
 
 
-def default_export_dir(run_dir, config) -> Path:
-    """``RUN_DIR/export/<config name>``: a model folder, so ``RUN_DIR/export`` can be served."""
-    from tfvision.training.trainer import RUN_FILES
-
-    return Path(run_dir) / RUN_FILES["export"] / config.name
-
-
 def probe_images(size) -> list[bytes]:
     """Two real encoded pictures (an RGB JPEG at ``size``, a larger RGBA PNG), deterministic."""
     height, width = size

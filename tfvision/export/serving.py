@@ -9,7 +9,6 @@ TensorFlow is imported only by what builds its protos, so a REST body for image 
 
 import base64
 import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +118,8 @@ def update_models_config(export_dir) -> Path:
     entry.name = export_dir.name
     entry.base_path = f"{SERVING_ROOT}/{export_dir.name}"
     entry.model_platform = "tensorflow"
-    tmp = path.with_name(f".{MODELS_CONFIG}.{os.getpid()}")
-    tmp.write_text(text_format.MessageToString(config))
-    os.replace(tmp, path)  # TF Serving may poll this file: never show it half-written
+    from tfvision import rundir  # TensorFlow's file I/O: not needed for a REST body
+
+    # TF Serving may poll this file: never show it half-written.
+    rundir.write_text(path, text_format.MessageToString(config))
     return path

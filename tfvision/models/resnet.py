@@ -13,13 +13,13 @@ bottom/right when the stride is 2), and BatchNorm uses PyTorch's epsilon 1e-5 wi
 with the fused kernel, which also updates the running variance as PyTorch does (unbiased).
 """
 
-import os
 import re
 from pathlib import Path
 
 import keras
 from keras import layers
 
+from tfvision import rundir
 from tfvision.errors import ModelError
 from tfvision.models.batchnorm import FusedBatchNormalization
 from tfvision.models.torch_weights import HEAD, load_torch_weights, read_state_dict
@@ -177,7 +177,6 @@ def convert(src, dst) -> tuple[str, int | None]:
     model = ResNet(arch, num_classes or 1000, include_top=num_classes is not None)
     load_torch_weights(model, state)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name[: -len(KERAS_SUFFIX)]}.tmp{KERAS_SUFFIX}")
-    model.save_weights(tmp)
-    os.replace(tmp, dst)
+    with rundir.atomic_write(dst) as tmp:  # keeps the .weights.h5 suffix Keras insists on
+        model.save_weights(tmp)
     return arch, num_classes

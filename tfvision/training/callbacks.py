@@ -9,9 +9,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from tfvision.errors import ConfigError, TrainingError
-
-BACKUP_DIR = "backup"
+from tfvision import rundir
+from tfvision.errors import TrainingError
 
 
 def read_history(path):
@@ -61,13 +60,11 @@ class HistoryCSV(keras.callbacks.Callback):
         self._started = True
         kept = [row for row in read_history(self.path) if int(row["epoch"]) < epoch]
         self._fields = list(kept[0].keys()) if kept else None
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
+        with rundir.atomic_write(self.path) as tmp, open(tmp, "w", newline="") as f:
             if kept:
                 writer = csv.DictWriter(f, fieldnames=self._fields)
                 writer.writeheader()
                 writer.writerows(kept)
-        os.replace(tmp, self.path)
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch, **{k: f"{float(v):.6g}" for k, v in (logs or {}).items()}}
@@ -116,13 +113,10 @@ class Backup(keras.callbacks.BackupAndRestore):
             raise diverged(self.model, self.backup_dir, "the weights became non-finite",
                            self._where)
         os.makedirs(self.backup_dir, exist_ok=True)
-        writing = os.path.join(self.backup_dir, "writing.weights.h5")
-        self.model.save_weights(writing, overwrite=True)
-        os.replace(writing, self._weights_path)
+        with rundir.atomic_write(self._weights_path) as tmp:
+            self.model.save_weights(tmp)
         metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
-        writing = f"{self._training_metadata_path}.writing"
-        Path(writing).write_text(json.dumps(metadata))
-        os.replace(writing, self._training_metadata_path)
+        rundir.write_text(self._training_metadata_path, json.dumps(metadata))
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -168,13 +162,6 @@ def diverged(model, backup_dir, what, where):
     )
 
 
-def backup_save_freq(value):
-    """``train.backup_freq`` as BackupAndRestore's ``save_freq``."""
-    if value == "epoch" or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-        return value
-    raise ConfigError(f"train.backup_freq must be 'epoch' or a number of steps >= 1, got {value!r}")
-
-
 def run_callbacks(out_dir, backup_dir, backup_freq="epoch", monitor="val_accuracy"):
     """The callbacks of a ``fit``: outputs in ``out_dir``, this worker's backup in ``backup_dir``.
 
@@ -192,7 +179,7 @@ def run_callbacks(out_dir, backup_dir, backup_freq="epoch", monitor="val_accurac
     return [
         StopOnNaN(backup_dir),
         HistoryCSV(out_dir / "history.csv"),
-        Backup(backup_dir, backup_save_freq(backup_freq)),
+        Backup(backup_dir, backup_freq),  # train.backup_freq is Keras' save_freq
         best,
         keras.callbacks.TensorBoard(str(out_dir / "logs")),
     ]

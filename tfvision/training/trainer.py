@@ -1,26 +1,25 @@
 """Training and evaluation: config → data → model under a strategy → ``model.fit`` → run dir.
 
-A run directory holds everything a run made (see ``RUN_FILES``); re-running the same
+A run directory holds everything a run made (``tfvision.rundir``); re-running the same
 command on it resumes from the last backup, and on a finished one does nothing.
 """
 
 import dataclasses
 import math
-import os
 import shutil
 import sys
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
-from tfvision.config import Config, config_from_dict, diff_configs, override_config
+from tfvision import rundir
+from tfvision.config import Config, override_config
 from tfvision.data.dataset import load_dataset
 from tfvision.data.pipeline import resolve_autotune
-from tfvision.errors import ConfigError, ModelError
+from tfvision.export.savedmodel import export_model
 from tfvision.models import build_model, first_unfrozen, pretrained_weights, unfreeze
-from tfvision.training.callbacks import BACKUP_DIR, backed_up_epochs, read_history, run_callbacks
+from tfvision.training.callbacks import backed_up_epochs, read_history, run_callbacks
 from tfvision.training.cluster import (
     DIGEST_LABEL,
     WORKER_DONE,
@@ -36,15 +35,6 @@ from tfvision.training.strategy import (
     resolve_distribute,
 )
 
-RUN_FILES = {
-    "config": "config.yaml",
-    "model": "model.keras",
-    "best": "best.keras",
-    "history": "history.csv",
-    "class_names": "class_names.txt",
-    "export": "export",
-}
-
 
 @dataclass
 class TrainResult:
@@ -55,46 +45,15 @@ class TrainResult:
     export_path: Path | None
 
 
-def default_run_dir(config: Config) -> Path:
-    return Path("runs") / config.name
-
-
 def resolve_run_dir(config: Config, run_dir=None) -> Path:
     """This process' run dir: ``run_dir`` (default ``runs/<config name>``), or its own one
     beside it on a non-chief worker."""
-    return current_task().run_dir(run_dir or default_run_dir(config))
-
-
-def holds_training_state(run_dir: Path) -> bool:
-    """Whether training ever got going here (a backup, a history row, a checkpoint)."""
-    return any((run_dir / name).exists() for name in
-               (BACKUP_DIR, RUN_FILES["history"], RUN_FILES["best"], RUN_FILES["model"]))
-
-
-def prepare_run_dir(run_dir: Path, config: Config) -> None:
-    """Create the run dir and write config.yaml; refuse to resume it with another config.
-
-    A run that stopped before training (a missing folder, a bad file) holds nothing to
-    resume, so the corrected config its error asked for simply replaces the old one.
-    """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved = run_dir / RUN_FILES["config"]
-    if saved.exists():
-        changed = diff_configs(load_run_config(run_dir), config)
-        if changed and holds_training_state(run_dir):
-            raise ConfigError(
-                f"{run_dir} holds a run with a different config ({', '.join(changed)} "
-                "changed); use another --run-dir, or the same settings to resume it"
-            )
-        if changed:
-            print(f"{run_dir}: never trained, so its config is replaced "
-                  f"({', '.join(changed)} changed)")
-    config.save(saved)
+    return current_task().run_dir(run_dir or rundir.default_run_dir(config))
 
 
 def resume_point(run_dir, config: Config) -> str:
     """Where re-running the same command picks ``run_dir`` up: from its last backup."""
-    backup = Path(run_dir) / BACKUP_DIR
+    backup = Path(run_dir) / rundir.RUN_FILES["backup"]
     done = backed_up_epochs(backup / FINE_TUNE_BACKUP)
     if done is None:
         done = (config.train.epochs if (backup / PHASE1_MODEL).exists()
@@ -103,15 +62,6 @@ def resume_point(run_dir, config: Config) -> str:
         return "from its first epoch (no backup was written yet)"
     total = config.train.epochs + config.train.fine_tune_epochs
     return f"at epoch {done + 1} of {total}, from its last backup"
-
-
-def load_run_config(run_dir) -> Config:
-    import yaml
-
-    path = Path(run_dir) / RUN_FILES["config"]
-    if not path.exists():
-        raise ModelError(f"{run_dir} is not a tfvision run directory (no {RUN_FILES['config']})")
-    return config_from_dict(yaml.safe_load(path.read_text()), name=Path(run_dir).name)
 
 
 def make_optimizer(train_cfg, steps_per_epoch):
@@ -150,13 +100,6 @@ def compile_model(model, train_cfg, num_classes, steps_per_epoch, one_hot_labels
                   metrics=metrics, **compile_options)
 
 
-def save_atomically(model, path: Path) -> None:
-    """Write ``model.keras`` so that a killed process never leaves a half-written file."""
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
 PHASE1_MODEL = "phase1.keras"  # resume state: kept in the backup dir, deleted with it
 FINE_TUNE_BACKUP = "fine_tune"
 
@@ -184,7 +127,7 @@ def fit_phases(model, fit, config, train_cfg, backup_dir, strategy, steps_per_ep
               "parameters")
         fit(model, train_cfg, backup_dir, 0)
         phase1.parent.mkdir(parents=True, exist_ok=True)
-        save_atomically(model, phase1)
+        rundir.save_model(model, phase1)
     learning_rate = train_cfg.fine_tune_learning_rate
     if learning_rate is None:
         learning_rate = train_cfg.learning_rate / 10
@@ -194,7 +137,7 @@ def fit_phases(model, fit, config, train_cfg, backup_dir, strategy, steps_per_ep
         train_cfg, epochs=train_cfg.fine_tune_epochs, learning_rate=learning_rate
     )
     with strategy.scope():
-        model = load_model(phase1)
+        model = rundir.load_model(phase1)
         unfreeze(model, train_cfg.unfreeze_from,
                  freeze_batchnorm=pretrained_weights(config.model) is not None)
         compile_model(model, fine_cfg, model.output_shape[-1], steps_per_epoch,
@@ -211,26 +154,26 @@ def trainable_parameters(model) -> int:
 
 
 def _final_metrics(run_dir):
-    rows = read_history(run_dir / RUN_FILES["history"])
+    rows = read_history(rundir.run_file(run_dir, "history"))
     return {k: float(v) for k, v in rows[-1].items() if k != "epoch" and v} if rows else {}
 
 
 def train(config: Config, run_dir=None, verbose=None) -> TrainResult:
     """Train ``config`` in ``run_dir`` (default ``runs/<config name>``), resuming if unfinished."""
     task = current_task()
-    run_dir = resolve_run_dir(config, run_dir)
+    run_dir = Path(resolve_run_dir(config, run_dir))
     distribute, auto_choices = resolve_distribute(config.distribute)
     data_cfg = dataclasses.replace(config.data, autotune=resolve_autotune(config.data.autotune))
     config = dataclasses.replace(config, distribute=distribute, data=data_cfg)
-    prepare_run_dir(run_dir, config)
-    model_path = run_dir / RUN_FILES["model"]
+    rundir.save_config(run_dir, config)
+    model_path = Path(rundir.run_file(run_dir, "model"))
     if not task.is_chief and (run_dir / WORKER_DONE).exists():
         print(f"{run_dir}: worker {task.index} already finished this run; nothing to train.")
         return TrainResult(run_dir, None, [], {}, None)
     if model_path.exists():
         print(f"{run_dir} is already complete ({model_path.name} exists); nothing to train.")
         model = keras.saving.load_model(model_path)
-        class_names = read_class_names(run_dir)
+        class_names = rundir.read_class_names(run_dir)
         return TrainResult(run_dir, model, class_names, _final_metrics(run_dir), None)
 
     strategy = make_strategy(distribute)  # first: MultiWorkerMirrored must precede other ops
@@ -250,7 +193,7 @@ def train(config: Config, run_dir=None, verbose=None) -> TrainResult:
         compile_model(model, train_cfg, len(data.class_names), steps_per_epoch,
                       one_hot_labels=data.one_hot_labels, jit_compile=distribute.jit_compile,
                       steps_per_execution=distribute.steps_per_execution)
-    (run_dir / RUN_FILES["class_names"]).write_text("\n".join(data.class_names) + "\n")
+    rundir.write_class_names(run_dir, data.class_names)
 
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
@@ -266,21 +209,19 @@ def train(config: Config, run_dir=None, verbose=None) -> TrainResult:
                 verbose=verbose,
             )
 
-        model = fit_phases(model, fit, config, train_cfg, run_dir / BACKUP_DIR, strategy,
+        model = fit_phases(model, fit, config, train_cfg, run_dir / rundir.RUN_FILES["backup"], strategy,
                            steps_per_epoch, one_hot_labels=data.one_hot_labels,
                            jit_compile=distribute.jit_compile,
                            steps_per_execution=distribute.steps_per_execution)
-        save_atomically(model, out_dir / RUN_FILES["model"])
+        rundir.save_model(model, rundir.run_file(out_dir, "model"))
         export_path = None
         if config.export.enabled:
-            from tfvision.export.savedmodel import default_export_dir, export_model
-
             export_path = export_model(
-                model, default_export_dir(out_dir, config), data.class_names,
+                model, rundir.default_export_dir(out_dir, config), data.class_names,
                 top_k=config.export.top_k,
             )
         metrics = _final_metrics(out_dir)
-    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)  # kept until model.keras exists
+    shutil.rmtree(run_dir / rundir.RUN_FILES["backup"], ignore_errors=True)  # kept until model.keras exists
     if task.num_workers > 1:
         digest = weights_digest(model)
         print(f"{DIGEST_LABEL} {digest}")
@@ -290,45 +231,15 @@ def train(config: Config, run_dir=None, verbose=None) -> TrainResult:
     return TrainResult(run_dir, model, data.class_names, metrics, export_path)
 
 
-def read_class_names(run_dir) -> list:
-    path = Path(run_dir) / RUN_FILES["class_names"]
-    if not path.exists():
-        raise ModelError(f"{run_dir} has no {RUN_FILES['class_names']}")
-    return path.read_text().splitlines()
-
-
-def resolve_model_path(target) -> tuple[Path, Path]:
-    """``(model file, run dir)`` for a run directory or a ``.keras`` file inside one."""
-    target = Path(target)
-    if not target.exists():
-        raise ModelError(f"{target} does not exist; give a run directory or a .keras model file")
-    if target.is_dir():
-        for key in ("model", "best"):
-            if (target / RUN_FILES[key]).exists():
-                return target / RUN_FILES[key], target
-        raise ModelError(f"{target} holds no trained model ({RUN_FILES['model']} or "
-                         f"{RUN_FILES['best']}); train it first with `tfvision train`")
-    if target.suffix != ".keras":
-        raise ModelError(f"{target} is not a .keras model file or a run directory")
-    return target, target.parent
-
-
-def load_model(path) -> keras.Model:
-    try:
-        return keras.saving.load_model(path)
-    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as err:
-        raise ModelError(f"cannot load model {path}: {err}") from None
-
-
 def evaluate(target, config: Config | None = None, overrides=()) -> dict:
     """Loss, accuracy and top-k accuracy of a run's model on its validation split.
 
     ``config`` (default: the run's own) with ``section.key=value`` ``overrides`` says which
     data, at which batch size.
     """
-    model_path, run_dir = resolve_model_path(target)
-    config = override_config(config or load_run_config(run_dir), overrides)
-    model = load_model(model_path)
+    model_path, run_dir = rundir.resolve_model_path(target)
+    config = override_config(config or rundir.load_run_config(run_dir), overrides)
+    model = rundir.load_model(model_path)
     data = load_dataset(config)
     compile_model(model, config.train, len(data.class_names), 1,
                   one_hot_labels=data.one_hot_labels)
