@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import tensorflow as tf
@@ -70,13 +71,24 @@ def _default_cache_dir() -> Path:
     return _process_cache_dir
 
 
-def plan_cache(data_cfg, splits: dict, size) -> tuple[dict, str]:
-    """Where each split's decoded images are cached: ``""`` memory, a file prefix, or None.
+@dataclass(frozen=True)
+class CachePlan:
+    """Where each split's decoded images are kept: ``kind`` is memory, disk or none;
+    ``paths`` maps a split to ``""`` (memory), a file prefix (disk) or None."""
 
-    ``data.cache: auto`` keeps them in memory when all splits fit in half the available
-    memory, else on disk when they fit there, else decodes every epoch. Returns the plan and
-    a one-line description of it.
-    """
+    kind: str
+    paths: dict
+    decoded_bytes: int
+    directory: Path | None = None
+
+    def __str__(self) -> str:
+        where = f" in {self.directory}" if self.directory else ""
+        return f"{self.kind}{where} ({self.decoded_bytes / 1e9:.2f} GB decoded)"
+
+
+def plan_cache(data_cfg, splits: dict, size) -> CachePlan:
+    """``data.cache: auto`` keeps decoded images in memory when all splits fit in half the
+    available memory, else on disk when they fit there, else decodes every epoch."""
     height, width = size
     decoded = sum(split.size for split in splits.values()) * height * width * 3
     cache_dir = Path(data_cfg.cache_dir) if data_cfg.cache_dir else None
@@ -88,18 +100,16 @@ def plan_cache(data_cfg, splits: dict, size) -> tuple[dict, str]:
             probe = cache_dir or Path(tempfile.gettempdir())
             probe.mkdir(parents=True, exist_ok=True)
             choice = "disk" if decoded <= DISK_SHARE * shutil.disk_usage(probe).free else "none"
-    gigabytes = f"{decoded / 1e9:.2f} GB decoded"
-    if choice == "none":
-        return {name: None for name in splits}, f"none ({gigabytes})"
-    if choice == "memory":
-        return {name: "" for name in splits}, f"memory ({gigabytes})"
+    if choice != "disk":
+        path = None if choice == "none" else ""
+        return CachePlan(choice, {name: path for name in splits}, decoded)
     directory = cache_dir or _default_cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
     plan = {}
     for name, split in splits.items():
         key = hashlib.sha1(f"{split.fingerprint}|{height}x{width}".encode()).hexdigest()[:16]
         plan[name] = str(directory / f"{name}-{key}")
-    return plan, f"disk in {directory} ({gigabytes})"
+    return CachePlan("disk", plan, decoded, directory)
 
 
 def resolve_autotune(value) -> bool:

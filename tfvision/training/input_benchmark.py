@@ -90,7 +90,7 @@ def run_benchmark(config, steps=10, batches=50, rounds=2, echo=print) -> list:
     decode = pipeline_rate(load_dataset(uncached).train, batches)
     echo(f"pipeline alone, decoding every image:     {decode:9.1f} images/s")
     cached = None
-    if not data.cache.startswith("none"):
+    if data.cache.kind != "none":
         cached = pipeline_rate(data.train, batches, skip=epoch_batches)  # first pass fills it
         echo(f"pipeline alone, from its cache:           {cached:9.1f} images/s")
 
