@@ -12,7 +12,8 @@ timed apart too: the rest builds the tf.data pipelines.
   writes one);
 - warm: the manifest the cold run wrote is trusted; no record is read until training.
 
-They alternate --repeats times; medians are printed with the CPU they ran on and the cores
+They take turns --repeats times, in a rotating order (warm uses the latest cold run's
+manifest); medians are printed with the CPU they ran on and the cores
 other processes took meanwhile (a busy machine slows every side).
 
     python scripts/benchmark_tfrecord_startup.py [--records 100000] [--shards 16] [--before DIR]
@@ -131,12 +132,16 @@ def main():
         print(f"wrote {args.records} records in {args.shards} shards to {records} "
               f"({time.perf_counter() - began:.1f} s)")
         code = {"before": args.before} if args.before else {}
-        runs = {kind: [] for kind in (*code, "cold", "warm")}
-        for _ in range(args.repeats):
-            forget(records, cache_home)
-            for kind, results in runs.items():
+        kinds = [*code, "cold", "warm"]
+        runs = {kind: [] for kind in kinds}
+        for repeat in range(args.repeats):
+            # The order rotates: here a run right after another ran up to 1.6x slower.
+            turn = repeat % len(kinds)
+            for kind in kinds[turn:] + kinds[:turn]:
+                if kind == "cold":
+                    forget(records, cache_home)
                 result = measure(records, cache_home, code.get(kind))
-                results.append(result)
+                runs[kind].append(result)
                 print(f"{kind}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float)
                                               else f"{k} {v}" for k, v in result.items()))
     median = {kind: {key: statistics.median(r[key] for r in results)
