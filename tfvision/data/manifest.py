@@ -17,18 +17,18 @@ by its length and last write; ram:// has no mtime, so there a rewrite of the sam
 goes unnoticed.
 """
 
-import contextlib
 import hashlib
 import io
 import json
 import os
-import uuid
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
+
+from tfvision import rundir
 
 PREFIX = ".tfvision-verified-"
 _STAT_THREADS = 16  # an object store answers a stat in tens of milliseconds: ask in parallel
@@ -92,14 +92,11 @@ def write(stamps, identity, arrays: dict) -> str | None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, fingerprint=np.array(_fingerprint(stamps, identity)), **arrays)
     for path in _places(stamps):
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
         try:
             tf.io.gfile.makedirs(os.path.dirname(path))
-            with tf.io.gfile.GFile(tmp, "wb") as f:
+            with rundir.atomic_write(path) as tmp, tf.io.gfile.GFile(tmp, "wb") as f:
                 f.write(buffer.getvalue())
-            tf.io.gfile.rename(tmp, path, overwrite=True)
             return path
         except (OSError, tf.errors.OpError):
-            with contextlib.suppress(OSError, tf.errors.OpError):
-                tf.io.gfile.remove(tmp)
+            continue  # not writable here: try the next place
     return None

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tfvision import rundir
 from tfvision.data import imagecheck, manifest
 from tfvision.data.folder import scan_folder
 from tfvision.data.pipeline import decode_image
@@ -323,15 +324,14 @@ def _write_shards(out_dir: Path, split, scan, order, shards):
     names = []
     for index, part in enumerate(parts):
         name = shard_name(split, index, shards)
-        tmp = out_dir / f".{name}.tmp"  # renamed once complete: a pattern never sees half a file
-        with tf.io.TFRecordWriter(str(tmp)) as writer:
+        # Hidden until complete: a pattern (list_records) never sees half a file.
+        with rundir.atomic_write(out_dir / name) as tmp, tf.io.TFRecordWriter(tmp) as writer:
             for i in part:
                 path = Path(scan.paths[i])
                 label = scan.labels[i]
                 example = image_example(path.read_bytes(), label, scan.class_names[label],
                                         scan.infos[i], str(path.relative_to(scan.root.resolve())))
                 writer.write(example.SerializeToString())
-        os.replace(tmp, out_dir / name)
         names.append(name)
     files = [str(out_dir / name) for name in names]
     keys = np.concatenate([_key(f, np.arange(len(part))) for f, part in enumerate(parts)])
