@@ -68,7 +68,11 @@ def worker(records: Path) -> None:
     import tensorflow as tf  # noqa: F401  (timed apart: the same cold or warm)
 
     from tfvision.config import load_config
-    from tfvision.data import dataset
+
+    try:
+        from tfvision.data import dataset
+    except ImportError:  # --before code, from when load_dataset lived in tfvision.data
+        import tfvision.data as dataset
 
     imported = time.perf_counter()
     source_s = []
