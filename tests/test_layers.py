@@ -1,8 +1,8 @@
 """The import direction: each part of tfvision imports only the parts below it.
 
 From the bottom: errors, config (what the user wrote), rundir (where a run lives), data
-and models (side by side, neither importing the other), export, training, inference, and the
-CLI and public API on top. Imports inside functions count too: a lazy import must not hide
+and models (side by side, neither importing the other), explanations, export (its
+serving_explain signature uses them), training, inference, and the CLI and public API on top. Imports inside functions count too: a lazy import must not hide
 an arrow that points up.
 """
 
@@ -15,6 +15,7 @@ LAYERS = [
     {"tfvision.config"},
     {"tfvision.rundir"},
     {"tfvision.data", "tfvision.models"},
+    {"tfvision.explanations"},
     {"tfvision.export"},
     {"tfvision.training"},
     {"tfvision.inference"},

@@ -22,6 +22,7 @@ _EXPORTS = {
     "evaluate": "tfvision.training",
     "export_model": "tfvision.export.savedmodel",
     "predict": "tfvision.inference",
+    "explain": "tfvision.explanations",
 }
 
 __all__ = [*_EXPORTS, "__version__"]  # noqa: PLE0604 - one list: the names of _EXPORTS

@@ -174,19 +174,24 @@ def evaluate(target, config, overrides):
               default="saved_model", show_default=True)
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
               help="Classes per image in the answers (default: export.top_k of the run).")
-def export(target, export_dir, version, fmt, top_k):
+@click.option("--explain", is_flag=True, help="Add the serving_explain signature: the "
+              "answers plus Grad-CAM heatmaps (default: export.explain of the run).")
+def export(target, export_dir, version, fmt, top_k, explain):
     """Export a run's model (or a .keras file in a run) for TF Serving or TFLite."""
 
     from tfvision import rundir
     from tfvision.export.savedmodel import export_model
 
+    if explain and fmt != "saved_model":
+        raise click.UsageError("--explain adds a TF Serving signature: saved_model only")
     model_path, run_dir = rundir.resolve_model_path(target)
     cfg = rundir.load_run_config(run_dir)
     model = rundir.load_model(model_path)
     export_dir = export_dir or rundir.default_export_dir(run_dir, cfg, fmt)
     if fmt == "saved_model":
         path = export_model(model, export_dir, rundir.read_class_names(run_dir), version=version,
-                            top_k=top_k or cfg.export.top_k)
+                            top_k=top_k or cfg.export.top_k,
+                            explain=explain or cfg.export.explain)
         click.echo(f"exported: {path}")
         return
     from tfvision.data.dataset import load_dataset
@@ -218,6 +223,36 @@ def predict(model, images, top_k, as_json):
             best = ", ".join(f"{n} ({s:.3f})" for n, s in zip(result["class_names"],
                                                              result["scores"]))
             click.echo(f"{result['image']}: {best}")
+
+
+@main.command()
+@click.argument("model", metavar="MODEL", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_dir", default="explanations", show_default=True,
+              type=click.Path(file_okay=False), metavar="DIR",
+              help="Where the overlays, heatmaps and explanations.jsonl go.")
+@click.option("--class", "class_name", default=None, metavar="NAME",
+              help="Explain this class for every image (default: each image's top-1).")
+@click.option("--layer", default=None, metavar="NAME",
+              help="Layer to explain (default: the last feature map before pooling).")
+@click.option("--method", type=click.Choice(["gradcam", "gradcam++"]), default="gradcam",
+              show_default=True)
+def explain(model, images, out_dir, class_name, layer, method):
+    """Grad-CAM overlays of IMAGES for MODEL (a run directory or a .keras file): where the
+    model looked for the class it chose."""
+    from tfvision import rundir
+    from tfvision.explanations import write_explanations
+    from tfvision.inference import read_images
+
+    model_path, run_dir = rundir.resolve_model_path(model)
+    encoded = read_images(images)
+    keras_model = rundir.load_model(model_path)
+    class_names = rundir.class_names_or_ids(run_dir, keras_model.output_shape[-1])
+    for record in write_explanations(keras_model, class_names, images, encoded, out_dir,
+                                     class_name, layer, method):
+        click.echo(f"{record['image']}: {record['class_name']} ({record['score']:.3f}) "
+                   f"-> {record['overlay']}")
+    click.echo(f"wrote {out_dir}/explanations.jsonl")
 
 
 @main.command("serving-request")

@@ -206,6 +206,9 @@ class DistributeConfig(_Section):
 class ExportConfig(_Section):
     enabled: bool = _opt(True, help="export a SavedModel when training finishes")
     top_k: int = _opt(5, minimum=1)
+    explain: bool = _opt(
+        False, help="add a serving_explain signature: the answers plus Grad-CAM heatmaps"
+    )
 
 
 @dataclass

@@ -59,11 +59,7 @@ def _predict_keras(path, encoded):
     size = model.input_shape[1:3]
     images = tf.stack([resize(decode_image(tf.constant(b)), size) for b in encoded])
     probabilities = tf.nn.softmax(tf.cast(model(images, training=False), tf.float32)).numpy()
-    try:
-        class_names = rundir.read_class_names(Path(path).parent)
-    except ModelError:
-        class_names = [str(i) for i in range(probabilities.shape[1])]
-    return class_names, probabilities
+    return rundir.class_names_or_ids(Path(path).parent, probabilities.shape[1]), probabilities
 
 
 def _latest_version(model: Path) -> Path:

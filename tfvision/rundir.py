@@ -127,6 +127,14 @@ def read_class_names(run_dir) -> list:
     return read_text(path).splitlines()
 
 
+def class_names_or_ids(run_dir, count) -> list:
+    """The run's class names; ``"0"``, ``"1"``, ... for a model file outside a run."""
+    try:
+        return read_class_names(run_dir)
+    except ModelError:
+        return [str(i) for i in range(count)]
+
+
 def resolve_model_path(target) -> tuple[str, str]:
     """``(model file, run dir)`` for a run directory or a ``.keras`` file inside one."""
     target = str(target).rstrip("/")

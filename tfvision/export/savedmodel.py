@@ -1,6 +1,7 @@
 """Versioned SavedModel exports that TF Serving answers as written.
 
-Each version holds the three signatures of ``tfvision.export.signatures``, warmup records
+Each version holds the signatures of ``tfvision.export.signatures`` (three, and
+``serving_explain`` when asked for), warmup records
 with real encoded images, and is reloaded and compared with the in-memory model before it
 is renamed into place; ``models.config`` beside the model folder then names it.
 """
@@ -14,10 +15,13 @@ import tensorflow as tf
 
 from tfvision.data.pipeline import decode_image, resize
 from tfvision.errors import ExportError
+from tfvision.explanations import explain as explain_images
 from tfvision.export import serving
 from tfvision.export.serving import (
     BYTES_SIGNATURE,
     EXAMPLE_SIGNATURE,
+    EXPLAIN_SIGNATURE,
+    HEATMAPS,
     INPUT_NAMES,
     TENSOR_SIGNATURE,
 )
@@ -55,26 +59,27 @@ def probe_images(size) -> list[bytes]:
     ]
 
 
-def probe_inputs(encoded) -> dict:
+def probe_inputs(encoded, explain=False) -> dict:
     """Inputs for every signature built from the same encoded images (one image per call)."""
     pixels = [decode_image(tf.constant(e)).numpy()[None] for e in encoded]
+    strings = (BYTES_SIGNATURE, EXAMPLE_SIGNATURE, *([EXPLAIN_SIGNATURE] if explain else []))
     return {
-        BYTES_SIGNATURE: [serving.string_inputs(BYTES_SIGNATURE, [e]) for e in encoded],
-        EXAMPLE_SIGNATURE: [serving.string_inputs(EXAMPLE_SIGNATURE, [e]) for e in encoded],
+        **{name: [serving.string_inputs(name, [e]) for e in encoded] for name in strings},
         TENSOR_SIGNATURE: [{INPUT_NAMES[TENSOR_SIGNATURE]: p} for p in pixels],
     }
 
 
-def _check_export(path, model, class_names, encoded) -> None:
+def _check_export(path, model, class_names, encoded, explain=False) -> None:
     """Reload ``path`` and compare every signature with the in-memory model on ``encoded``."""
     size = model.input_shape[1:3]
     images = tf.stack([resize(decode_image(tf.constant(e)), size) for e in encoded])
     logits = tf.cast(model(images, training=False), tf.float32).numpy()
     expected = {"logits": logits, "probabilities": tf.nn.softmax(logits).numpy()}
+    heatmaps = {HEATMAPS: explain_images(model, images).heatmaps} if explain else {}
     loaded = tf.saved_model.load(str(path))
-    for name, calls in probe_inputs(encoded).items():
+    for name, calls in probe_inputs(encoded, explain).items():
         outputs = [loaded.signatures[name](**call) for call in calls]
-        for key, want in expected.items():
+        for key, want in {**expected, **(heatmaps if name == EXPLAIN_SIGNATURE else {})}.items():
             got = np.concatenate([o[key].numpy() for o in outputs])
             check_close(got, want, model, f"the reloaded {name} signature's {key}")
         for out in outputs:
@@ -83,8 +88,10 @@ def _check_export(path, model, class_names, encoded) -> None:
                 raise ExportError(f"the {name} signature's class_names do not match class_ids")
 
 
-def export_model(model, export_dir, class_names, version=None, top_k=5) -> Path:
-    """Write ``model`` as the next (or the given) version under ``export_dir``; return its path."""
+def export_model(model, export_dir, class_names, version=None, top_k=5, explain=False) -> Path:
+    """Write ``model`` as the next (or the given) version under ``export_dir``; return its path.
+
+    ``explain`` adds the ``serving_explain`` signature (answers plus Grad-CAM heatmaps)."""
     if model.output_shape[-1] != len(class_names):
         raise ExportError(f"the model has {model.output_shape[-1]} outputs but "
                           f"{len(class_names)} class names were given")
@@ -94,16 +101,16 @@ def export_model(model, export_dir, class_names, version=None, top_k=5) -> Path:
         # No archive.track(model): the endpoints' variables are tracked anyway, and tracking
         # the model as well stores every weight twice (keras-team/keras#23553).
         archive = keras.export.ExportArchive()
-        for name, fn in serving_functions(model, class_names, top_k).items():
+        for name, fn in serving_functions(model, class_names, top_k, explain).items():
             archive.add_endpoint(name, fn)
         archive.write_out(str(tmp), verbose=False)
         if has_api:
             model_name = Path(export_dir).resolve().name
             serving.write_warmup(tmp, [
                 serving.predict_request(model_name, name, calls[0])
-                for name, calls in probe_inputs(encoded[:1]).items()
+                for name, calls in probe_inputs(encoded[:1], explain).items()
             ])
-        _check_export(tmp, model, class_names, encoded)
+        _check_export(tmp, model, class_names, encoded, explain)
     if has_api:
         serving.update_models_config(export_dir)
     else:

@@ -18,12 +18,15 @@ from tfvision.errors import ExportError
 BYTES_SIGNATURE = "serving_default"
 TENSOR_SIGNATURE = "serving_image_tensor"
 EXAMPLE_SIGNATURE = "serving_tf_example"
+EXPLAIN_SIGNATURE = "serving_explain"  # with export.explain: serving_default's + heatmaps
 INPUT_NAMES = {
     BYTES_SIGNATURE: "image_bytes",
     TENSOR_SIGNATURE: "images",
     EXAMPLE_SIGNATURE: "examples",
+    EXPLAIN_SIGNATURE: "image_bytes",
 }
 OUTPUT_NAMES = ("probabilities", "logits", "class_ids", "scores", "class_names")
+HEATMAPS = "heatmaps"
 IMAGE_FEATURE = "image/encoded"
 
 
@@ -51,7 +54,7 @@ def string_inputs(signature: str, encoded_images) -> dict:
     """The string input of ``signature`` (bytes or tf.Example) for a list of encoded images."""
     if signature == EXAMPLE_SIGNATURE:
         values = [image_example(e) for e in encoded_images]
-    elif signature == BYTES_SIGNATURE:
+    elif signature in (BYTES_SIGNATURE, EXPLAIN_SIGNATURE):
         values = list(encoded_images)
     else:
         raise ExportError(f"{signature} does not take encoded images")

@@ -2,28 +2,36 @@
 
 TF Serving users send encoded images, uint8 pixels or tf.Examples and want class names
 back, so every signature decodes and resizes exactly as evaluation does
-(``tfvision.data.pipeline``) and answers the same named outputs.
+(``tfvision.data.pipeline``) and answers the same named outputs. With ``explain``,
+``serving_explain`` also answers where the model looked: Grad-CAM heatmaps of the top-1
+class (``tfvision.explanations``), so one call gives "what and where".
 """
 
 import tensorflow as tf
 
 from tfvision.data.pipeline import decode_image, resize
+from tfvision.explanations import default_layer, gradcam
 from tfvision.export.serving import (
     BYTES_SIGNATURE,
     EXAMPLE_SIGNATURE,
+    EXPLAIN_SIGNATURE,
+    HEATMAPS,
     IMAGE_FEATURE,
     TENSOR_SIGNATURE,
 )
 
 
-def serving_functions(model, class_names, top_k) -> dict:
-    """``{signature name: tf.function}`` for ``model``, with ``top_k`` classes per image."""
+def serving_functions(model, class_names, top_k, explain=False) -> dict:
+    """``{signature name: tf.function}`` for ``model``, with ``top_k`` classes per image;
+    ``explain`` adds ``serving_explain``."""
     size = tuple(model.input_shape[1:3])
     names = tf.constant(list(class_names))
     k = min(top_k, len(class_names))
 
     def answer(images):
-        logits = tf.cast(model(images, training=False), tf.float32)
+        return from_logits(tf.cast(model(images, training=False), tf.float32))
+
+    def from_logits(logits):
         probabilities = tf.nn.softmax(logits)
         scores, class_ids = tf.math.top_k(probabilities, k=k)
         return {
@@ -56,8 +64,19 @@ def serving_functions(model, class_names, top_k) -> dict:
         )
         return answer(decode_batch(features[IMAGE_FEATURE]))
 
-    return {
+    functions = {
         BYTES_SIGNATURE: from_bytes,
         TENSOR_SIGNATURE: from_tensor,
         EXAMPLE_SIGNATURE: from_example,
     }
+    if explain:
+        layer = default_layer(model)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def explain_bytes(image_bytes):
+            # One forward pass gives the answer and the heatmaps (computed in float32).
+            heatmaps, logits, _ = gradcam(model, decode_batch(image_bytes), layer)
+            return {**from_logits(logits), HEATMAPS: heatmaps}
+
+        functions[EXPLAIN_SIGNATURE] = explain_bytes
+    return functions

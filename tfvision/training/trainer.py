@@ -218,7 +218,7 @@ def train(config: Config, run_dir=None, verbose=None) -> TrainResult:
         if config.export.enabled:
             export_path = export_model(
                 model, rundir.default_export_dir(out_dir, config), data.class_names,
-                top_k=config.export.top_k,
+                top_k=config.export.top_k, explain=config.export.explain,
             )
         metrics = _final_metrics(out_dir)
     shutil.rmtree(run_dir / rundir.RUN_FILES["backup"], ignore_errors=True)  # kept until model.keras exists
