@@ -8,11 +8,10 @@ nested functional models, so the explained activation is a tensor of the same fo
 one GradientTape gives its gradient. The same function runs eagerly (``explain``) and inside
 the export's ``serving_explain`` signature.
 
-Under mixed precision the layers compute in float32 while explaining (the variables are
-float32 already), so gradients neither underflow in float16 nor lose bits in bfloat16.
+A mixed-precision model is explained through a float32 copy with the same weights, so
+gradients neither underflow in float16 nor lose bits in bfloat16.
 """
 
-import contextlib
 import inspect
 import json
 from pathlib import Path
@@ -114,18 +113,22 @@ def _run(model, inputs, visit):
     return model._run_through_graph(inputs, operation_fn=operation_fn)
 
 
-@contextlib.contextmanager
-def _float32(model):
-    """Every layer computes in float32 inside the block, with the same variables."""
-    layers = [layer for layer in _flat_layers(model) if isinstance(layer, keras.layers.Layer)]
-    policies = [layer.dtype_policy for layer in layers]
-    try:
-        for layer in layers:
-            layer.dtype_policy = "float32"
-        yield
-    finally:
-        for layer, policy in zip(layers, policies):
-            layer.dtype_policy = policy
+def in_float32(model):
+    """``model`` if every layer computes in float32, else a float32 copy with its weights.
+
+    A copy, not the same layers with their dtype policy switched: some layers keep constants
+    in their compute dtype from when they were built (``Normalization``'s mean and variance).
+    """
+    layers = [op for op in _flat_layers(model) if isinstance(op, keras.layers.Layer)]
+    if all(layer.compute_dtype == "float32" for layer in layers):
+        return model
+    copy = keras.models.clone_model(
+        model, recursive=True,
+        clone_function=lambda layer: layer.__class__.from_config(
+            {**layer.get_config(), "dtype": "float32"}),
+    )
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _normalise(cam):
@@ -139,10 +142,11 @@ def gradcam(model, images, layer, method="gradcam", class_ids=None):
 
     Grad-CAM: ReLU(Σ_k mean_hw(∂y_c/∂A_k) · A_k), normalised per image, where A is ``layer``'s
     output and y_c the logit of class ``class_ids`` (default: the top-1). Grad-CAM++ weighs the
-    positive gradients by its closed-form alphas instead. Runs eagerly or in a tf.function.
+    positive gradients by its closed-form alphas instead. Runs eagerly or in a tf.function;
+    ``model`` should compute in float32 (see ``in_float32``).
     """
     taken = []
-    with _float32(model), tf.GradientTape(watch_accessed_variables=False) as tape:
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
 
         def visit(op, output):
             if op.name == layer:
@@ -195,7 +199,7 @@ def explain(model, images, class_index=None, layer=None, method="gradcam") -> Ex
         raise DataError(f"explain takes a batch of images shaped [B, {', '.join(map(str, want))}]"
                         f" (pixels in [0, 255]), got {list(images.shape)}")
     ids = _class_ids(class_index, images.shape[0], model.output_shape[-1])
-    heatmaps, logits, ids = gradcam(model, images, layer, method, ids)
+    heatmaps, logits, ids = gradcam(in_float32(model), images, layer, method, ids)
     probabilities = tf.nn.softmax(logits).numpy()
     ids = ids.numpy()
     return Explanation(heatmaps.numpy(), ids, probabilities[np.arange(len(ids)), ids], layer)

@@ -10,7 +10,7 @@ class (``tfvision.explanations``), so one call gives "what and where".
 import tensorflow as tf
 
 from tfvision.data.pipeline import decode_image, resize
-from tfvision.explanations import default_layer, gradcam
+from tfvision.explanations import default_layer, gradcam, in_float32
 from tfvision.export.serving import (
     BYTES_SIGNATURE,
     EXAMPLE_SIGNATURE,
@@ -71,11 +71,13 @@ def serving_functions(model, class_names, top_k, explain=False) -> dict:
     }
     if explain:
         layer = default_layer(model)
+        # A mixed-precision model's copy in float32 (its weights then are stored twice).
+        explained = in_float32(model)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
         def explain_bytes(image_bytes):
-            # One forward pass gives the answer and the heatmaps (computed in float32).
-            heatmaps, logits, _ = gradcam(model, decode_batch(image_bytes), layer)
+            # One forward pass gives the answer and the heatmaps.
+            heatmaps, logits, _ = gradcam(explained, decode_batch(image_bytes), layer)
             return {**from_logits(logits), HEATMAPS: heatmaps}
 
         functions[EXPLAIN_SIGNATURE] = explain_bytes

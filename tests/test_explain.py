@@ -1,0 +1,278 @@
+"""Grad-CAM explanations: right where it matters, exact, sane, and the same in every door.
+
+Localization trains small models on synthetic pictures whose class is decided by one object;
+exactness compares with a Grad-CAM written here from a model split by hand; the sanity check
+is Adebayo et al. (2018): a re-initialised model must not give the same maps.
+"""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import run_cli
+from PIL import Image
+
+import tfvision
+from tfvision.data.pipeline import decode_image, resize
+from tfvision.errors import ModelError
+from tfvision.explanations import overlay
+from tfvision.models import BACKBONES, resnet18, scratch_cnn, transfer_model
+
+# Classes 0-2: a red, green or blue square somewhere on grey noise; class 3: noise alone, so
+# no class can be told by the absence of the others' colours.
+COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.float32)
+POOLING = (keras.layers.GlobalAveragePooling2D, keras.layers.Flatten)
+
+
+def synthetic(count, size, side, seed):
+    """(images [N, size, size, 3] in [0, 255], labels [N], top-left corners [N, 2])."""
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 255, (count, size, size, 1)).repeat(3, -1).astype(np.float32)
+    labels = rng.integers(0, len(COLOURS) + 1, count)
+    corners = rng.integers(0, size - side + 1, (count, 2))
+    for image, label, (y, x) in zip(images, labels, corners):
+        if label < len(COLOURS):
+            image[y:y + side, x:x + side] = COLOURS[label]
+    return images, labels, corners
+
+
+def share_on_object(heatmaps, corners, side, size):
+    """Share of heatmaps whose hottest cell is on the object's box, with one cell of margin."""
+    cell = size / heatmaps.shape[1]
+    hits = []
+    for heatmap, (y, x) in zip(heatmaps, corners):
+        row, col = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+        rows = (y // cell - 1, (y + side - 1) // cell + 1)
+        cols = (x // cell - 1, (x + side - 1) // cell + 1)
+        hits.append(rows[0] <= row <= rows[1] and cols[0] <= col <= cols[1])
+    return np.mean(hits)
+
+
+def _ranks(values):
+    """Ranks with ties averaged (the many zeros a ReLU leaves are ties)."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    _, group = np.unique(values, return_inverse=True)
+    return (np.bincount(group, ranks) / np.bincount(group))[group]
+
+
+def spearman(a, b):
+    return np.corrcoef(_ranks(a.ravel()), _ranks(b.ravel()))[0, 1]
+
+
+def split_at_pooling(model):
+    """The model as ``upper(lower(images))``, cut at the input of the global pooling or flatten
+    layer of the model or of its nested backbone: the test's own view of "the layer"."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    backbone, before, after = model, [], []
+    if nested:
+        backbone = nested[0]
+        position = model.layers.index(backbone)
+        before, after = model.layers[1:position], model.layers[position + 1:]
+    index = max(i for i, layer in enumerate(backbone.layers) if isinstance(layer, POOLING))
+    inner = keras.Model(backbone.input, backbone.layers[index].input)
+
+    def lower(x):
+        for layer in before:
+            x = layer(x)
+        return inner(x, training=False)
+
+    def upper(a):
+        for layer in [*backbone.layers[index:], *after]:
+            a = layer(a)
+        return a
+
+    return lower, upper
+
+
+def independent_gradcam(model, images, class_ids):
+    """ReLU(Σ_k mean(∂y/∂A_k) · A_k) / max, from a GradientTape over the model split by hand."""
+    lower, upper = split_at_pooling(model)
+    activation = lower(tf.constant(images))
+    with tf.GradientTape() as tape:
+        tape.watch(activation)
+        score = tf.gather(upper(activation), class_ids, batch_dims=1)
+    grads = tape.gradient(score, activation).numpy()
+    activation = activation.numpy()
+    cam = np.maximum(np.einsum("bhwk,bk->bhw", activation, grads.mean(axis=(1, 2))), 0)
+    peak = cam.max(axis=(1, 2), keepdims=True)
+    return cam / np.where(peak > 0, peak, 1)
+
+
+def _pixels(count, size, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (count, size, size, 3)).astype(np.float32)
+
+
+def assert_exact(model, size):
+    """Heatmaps of every class on random pictures equal the independent Grad-CAM (1e-5)."""
+    images = _pixels(4, size)
+    class_ids = np.arange(4) % model.output_shape[-1]
+    got = tfvision.explain(model, images, class_index=class_ids)
+    want = independent_gradcam(model, images, class_ids)
+    assert got.heatmaps.shape == want.shape
+    np.testing.assert_allclose(got.heatmaps, want, atol=1e-5, rtol=0)
+    assert got.heatmaps.max() == pytest.approx(1.0) and got.heatmaps.std() > 0.05, "trivial"
+    assert list(got.class_ids) == list(class_ids)
+    return got
+
+
+@pytest.mark.parametrize("build, size, layer", [
+    (lambda: scratch_cnn((32, 32, 3), 4), 32, "pool2"),
+    (lambda: resnet18(num_classes=4, input_shape=(128, 128, 3)), 128, "layer4.1.relu2"),
+    (lambda: transfer_model("resnet18", 4, weights=None, input_shape=(128, 128, 3)), 128,
+     "layer4.1.relu2"),
+], ids=["scratch_cnn", "resnet18", "resnet18_nested"])
+def test_heatmaps_equal_an_independent_gradcam(build, size, layer):
+    assert assert_exact(build(), size).layer == layer
+
+
+@pytest.mark.slow
+def test_every_backbone_is_explained_at_its_last_feature_map():
+    """Inside the nested keras.applications backbone too: no "Graph disconnected"."""
+    for name in BACKBONES:
+        model = transfer_model(name, 4, weights=None, input_shape=(64, 64, 3), freeze=False)
+        got = assert_exact(model, 64)
+        assert got.heatmaps.shape == (4, 2, 2), name
+
+
+def test_mixed_precision_models_are_explained_in_float32():
+    float32 = transfer_model("resnet18", 4, weights=None, input_shape=(96, 96, 3))
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = transfer_model("resnet18", 4, weights=None, input_shape=(96, 96, 3))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    mixed.set_weights(float32.get_weights())
+    images, class_ids = _pixels(4, 96), np.arange(4)
+    got = tfvision.explain(mixed, images, class_index=class_ids)
+    want = tfvision.explain(float32, images, class_index=class_ids)
+    assert got.heatmaps.dtype == np.float32
+    np.testing.assert_allclose(got.heatmaps, want.heatmaps, atol=1e-5, rtol=0)
+    # The model itself still computes in bfloat16 afterwards.
+    backbone = mixed.get_layer("resnet18")
+    assert backbone.get_layer("layer4.1.conv2").compute_dtype == "bfloat16"
+
+
+def test_a_chosen_layer_is_explained_and_a_wrong_one_lists_the_valid_ones():
+    model = scratch_cnn((32, 32, 3), 4)
+    assert tfvision.explain(model, _pixels(2, 32), layer="conv2").heatmaps.shape == (2, 16, 16)
+    with pytest.raises(ModelError, match="no layer 'conv9'.*valid layers: rescale, conv1, "
+                                         "pool1, conv2, pool2$"):
+        tfvision.explain(model, _pixels(2, 32), layer="conv9")
+    with pytest.raises(ModelError, match="class_index 4 is out of range"):
+        tfvision.explain(model, _pixels(2, 32), class_index=4)
+
+
+def test_overlay_colours_the_hot_cells_red_over_the_picture_at_its_own_size():
+    picture = np.full((30, 40, 3), 128, np.uint8)
+    heatmap = np.zeros((3, 4), np.float32)
+    heatmap[0, 0] = 1.0
+    blended = overlay(picture, heatmap)
+    assert blended.shape == (30, 40, 3) and blended.dtype == np.uint8
+    hot, cold = blended[2, 2].astype(int), blended[-3, -3].astype(int)
+    assert hot[0] - max(hot[1:]) > 40, hot  # red where the heatmap is 1
+    assert cold[2] - max(cold[:2]) > 40, cold  # blue where it is 0
+
+
+def _write_image(path, height, width, seed):
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_explain_cli_writes_overlays_heatmaps_and_jsonl(trained_run, tmp_path):
+    images = [_write_image(tmp_path / "wide.png", 24, 40, 0),
+              _write_image(tmp_path / "tall.jpg", 50, 20, 1)]
+    out = tmp_path / "out"
+    result = run_cli("explain", trained_run.run_dir, *images, "--out", out, "--class", "3")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (out / "explanations.jsonl").read_text().splitlines()]
+    assert [r["image"] for r in records] == [str(p) for p in images]
+    model = trained_run.model
+    size = model.input_shape[1:3]
+    batch = tf.stack([resize(decode_image(tf.constant(p.read_bytes())), size) for p in images])
+    want = tfvision.explain(model, batch, class_index=3)
+    for record, image, heatmap, score in zip(records, images, want.heatmaps, want.scores):
+        assert record["class_name"] == "3"
+        assert record["score"] == pytest.approx(float(score), abs=1e-6)
+        np.testing.assert_allclose(np.load(record["heatmap"]), heatmap, atol=1e-6)
+        row, col = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+        h, w = heatmap.shape
+        assert record["peak"] == pytest.approx([(row + 0.5) / h, (col + 0.5) / w])
+        with Image.open(record["overlay"]) as drawn:
+            assert drawn.size == Image.open(image).size and drawn.mode == "RGB"
+    assert f"{images[0]}: 3 (" in result.stdout
+
+
+def test_explain_cli_names_bad_images_classes_and_layers(trained_run, tmp_path):
+    good = _write_image(tmp_path / "good.png", 16, 16, 0)
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("this is not a JPEG")
+    cases = {
+        (bad,): f"{bad} is not a readable image",
+        (good, "--class", "cat"): "unknown class 'cat'; classes: 0, 1, 2",
+        (good, "--layer", "fc1"): "has no layer 'fc1' with a 4-D output; valid layers: rescale",
+    }
+    for args, expected in cases.items():
+        result = run_cli("explain", trained_run.run_dir, *args, "--out", tmp_path / "out")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("error: ") and expected in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def _localization(model, size, side, epochs, learning_rate, train_count):
+    """Train ``model`` on synthetic pictures; (held-out accuracy, share of heatmaps on the
+    object for each method, the trained model and the held-out pictures with an object)."""
+    keras.utils.set_random_seed(0)
+    images, labels, _ = synthetic(train_count, size, side, seed=0)
+    held_out, held_labels, corners = synthetic(100, size, side, seed=1)
+    model.compile(keras.optimizers.Adam(learning_rate),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(images, labels, batch_size=32, epochs=epochs, verbose=0)
+    accuracy = np.mean(model.predict(held_out, verbose=0).argmax(1) == held_labels)
+    with_object = held_labels < len(COLOURS)
+    on_object = {
+        method: share_on_object(
+            tfvision.explain(model, held_out[with_object], method=method).heatmaps,
+            corners[with_object], side, size)
+        for method in ("gradcam", "gradcam++")
+    }
+    return accuracy, on_object, held_out[with_object]
+
+
+def assert_sane(model, images):
+    """Adebayo et al.: maps of the same classes from re-initialised weights rank differently."""
+    trained = tfvision.explain(model, images)
+    random = tfvision.explain(keras.models.clone_model(model), images,
+                              class_index=trained.class_ids)
+    assert random.heatmaps.std() > 0.01, "the re-initialised maps are not all blank"
+    correlations = [spearman(a, b) for a, b in zip(trained.heatmaps, random.heatmaps)]
+    assert np.nanmean(correlations) < 0.5, correlations
+
+
+@pytest.mark.slow
+def test_scratch_cnn_heatmaps_find_the_object_and_fail_the_sanity_check_when_random():
+    model = scratch_cnn((32, 32, 3), 4, filters=(16, 32), dense_units=32)
+    accuracy, on_object, images = _localization(model, 32, 8, epochs=5, learning_rate=1e-3,
+                                                train_count=1000)
+    assert accuracy >= 0.95
+    assert min(on_object.values()) >= 0.90, on_object  # on pool2's 8×8 cells
+    assert_sane(model, images)
+
+
+@pytest.mark.slow
+def test_nested_mobilenet_heatmaps_find_the_object_and_fail_the_sanity_check_when_random():
+    """The smallest keras.applications backbone, from random weights (no downloads here)."""
+    model = transfer_model("mobilenetv3small", 4, weights=None, input_shape=(192, 192, 3),
+                           freeze=False)
+    for layer in model.get_layer("MobileNetV3Small").layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9  # statistics that settle within the few steps trained
+    accuracy, on_object, images = _localization(model, 192, 24, epochs=6, learning_rate=3e-3,
+                                                train_count=384)
+    assert accuracy >= 0.95
+    assert min(on_object.values()) >= 0.90, on_object  # on its 6×6 last feature map
+    assert_sane(model, images)
