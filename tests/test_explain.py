@@ -6,6 +6,9 @@ is Adebayo et al. (2018): a re-initialised model must not give the same maps.
 """
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -13,17 +16,22 @@ import pytest
 import tensorflow as tf
 from conftest import run_cli
 from PIL import Image
+from tensorflow_serving.apis import prediction_log_pb2
 
 import tfvision
+from tfvision.config import load_config
+from tfvision.data.digits import load_digits_arrays
 from tfvision.data.pipeline import decode_image, resize
-from tfvision.errors import ModelError
+from tfvision.errors import ConfigError, ModelError
 from tfvision.explanations import overlay
+from tfvision.export.serving import EXPLAIN_SIGNATURE, OUTPUT_NAMES
 from tfvision.models import BACKBONES, resnet18, scratch_cnn, transfer_model
 
 # Classes 0-2: a red, green or blue square somewhere on grey noise; class 3: noise alone, so
 # no class can be told by the absence of the others' colours.
 COLOURS = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.float32)
 POOLING = (keras.layers.GlobalAveragePooling2D, keras.layers.Flatten)
+SAVED_MODEL_CLI = Path(sys.executable).with_name("saved_model_cli")
 
 
 def synthetic(count, size, side, seed):
@@ -276,3 +284,74 @@ def test_nested_mobilenet_heatmaps_find_the_object_and_fail_the_sanity_check_whe
     assert accuracy >= 0.95
     assert min(on_object.values()) >= 0.90, on_object  # on its 6×6 last feature map
     assert_sane(model, images)
+
+
+@pytest.fixture(scope="module")
+def explain_export(trained_run, tmp_path_factory):
+    """``tfvision export RUN --explain``: the small run's model with serving_explain."""
+    export_dir = tmp_path_factory.mktemp("explain_export") / "digits"
+    result = run_cli("export", trained_run.run_dir, "--explain", "--export-dir", export_dir)
+    assert result.returncode == 0, result.stderr
+    return export_dir / "1"
+
+
+def _encoded_digits(count):
+    _, (images, _) = load_digits_arrays()
+    return [tf.io.encode_png(image).numpy() for image in images[:count]]
+
+
+def _explained(model, encoded):
+    size = model.input_shape[1:3]
+    images = tf.stack([resize(decode_image(tf.constant(e)), size) for e in encoded])
+    return tfvision.explain(model, images)
+
+
+def test_serving_explain_answers_what_and_where_like_explain(explain_export, trained_run):
+    encoded = _encoded_digits(6)
+    loaded = tf.saved_model.load(str(explain_export))
+    out = loaded.signatures[EXPLAIN_SIGNATURE](image_bytes=tf.constant(encoded))
+    assert set(out) == {*OUTPUT_NAMES, "heatmaps"}
+    want = _explained(trained_run.model, encoded)
+    np.testing.assert_allclose(out["heatmaps"].numpy(), want.heatmaps, atol=1e-4, rtol=0)
+    assert list(out["class_ids"].numpy()[:, 0]) == list(want.class_ids)
+    assert out["heatmaps"].numpy().max() == pytest.approx(1.0)
+    default = loaded.signatures["serving_default"](image_bytes=tf.constant(encoded))
+    np.testing.assert_allclose(out["probabilities"], default["probabilities"], atol=1e-6)
+    # Warmup records cover it, and the default export stays without it.
+    path = explain_export / "assets.extra" / "tf_serving_warmup_requests"
+    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(str(path))]
+    requests = {log.predict_log.request.model_spec.signature_name: log.predict_log.request
+                for log in logs}
+    assert EXPLAIN_SIGNATURE in requests
+    inputs = {k: tf.make_ndarray(v) for k, v in requests[EXPLAIN_SIGNATURE].inputs.items()}
+    assert loaded.signatures[EXPLAIN_SIGNATURE](**inputs)["heatmaps"].shape[0] == 1
+    default_export = tf.saved_model.load(str(trained_run.export_path))
+    assert EXPLAIN_SIGNATURE not in default_export.signatures
+
+
+@pytest.mark.slow
+def test_saved_model_cli_run_on_serving_explain_gives_the_heatmaps_of_explain(
+    explain_export, trained_run, tmp_path
+):
+    encoded = _encoded_digits(4)
+    np.save(tmp_path / "in.npy", np.array(encoded, dtype=object), allow_pickle=True)
+    subprocess.run(
+        [str(SAVED_MODEL_CLI), "run", "--dir", str(explain_export), "--tag_set", "serve",
+         "--signature_def", EXPLAIN_SIGNATURE, "--inputs", f"image_bytes={tmp_path / 'in.npy'}",
+         "--outdir", str(tmp_path / "out")],
+        capture_output=True, text=True, check=True,
+    )
+    heatmaps = np.load(tmp_path / "out" / "heatmaps.npy")
+    want = _explained(trained_run.model, encoded)
+    assert heatmaps.dtype == np.float32 and heatmaps.shape == want.heatmaps.shape
+    np.testing.assert_allclose(heatmaps, want.heatmaps, atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "class_ids.npy")[:, 0],
+                                  want.class_ids)
+
+
+def test_export_explain_is_a_validated_config_key():
+    assert load_config("quickstart").export.explain is False
+    assert load_config("quickstart", ["export.explain=true"]).export.explain is True
+    with pytest.raises(ConfigError, match="export.explain must be true or false, got 'maybe'"):
+        load_config("quickstart", ["export.explain=maybe"])

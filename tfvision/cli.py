@@ -257,9 +257,11 @@ def explain(model, images, out_dir, class_name, layer, method):
 
 @main.command("serving-request")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--signature", type=click.Choice(["serving_default", "serving_tf_example"]),
+@click.option("--signature", type=click.Choice(["serving_default", "serving_tf_example",
+                                                "serving_explain"]),
               default="serving_default", show_default=True,
-              help="serving_tf_example wraps each image in a tf.Example (image/encoded).")
+              help="serving_tf_example wraps each image in a tf.Example (image/encoded); "
+                   "serving_explain (an export made with --explain) answers heatmaps too.")
 @click.option("--grpc", "grpc_file", type=click.Path(dir_okay=False), default=None,
               metavar="FILE", help="Write a serialized gRPC PredictRequest to FILE instead.")
 @click.option("--model-name", default=None,
