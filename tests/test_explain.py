@@ -68,6 +68,9 @@ def _ranks(values):
 
 
 def spearman(a, b):
+    """Spearman's rank correlation; 0 for a blank map, which ranks nothing."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
     return np.corrcoef(_ranks(a.ravel()), _ranks(b.ravel()))[0, 1]
 
 
@@ -233,8 +236,7 @@ def test_explain_cli_names_bad_images_classes_and_layers(trained_run, tmp_path):
 
 def _localization(model, size, side, epochs, learning_rate, train_count):
     """Train ``model`` on synthetic pictures; (held-out accuracy, share of heatmaps on the
-    object for each method, the trained model and the held-out pictures with an object)."""
-    keras.utils.set_random_seed(0)
+    object for each method, and the held-out pictures with an object)."""
     images, labels, _ = synthetic(train_count, size, side, seed=0)
     held_out, held_labels, corners = synthetic(100, size, side, seed=1)
     model.compile(keras.optimizers.Adam(learning_rate),
@@ -258,11 +260,12 @@ def assert_sane(model, images):
                               class_index=trained.class_ids)
     assert random.heatmaps.std() > 0.01, "the re-initialised maps are not all blank"
     correlations = [spearman(a, b) for a, b in zip(trained.heatmaps, random.heatmaps)]
-    assert np.nanmean(correlations) < 0.5, correlations
+    assert np.mean(correlations) < 0.5, correlations
 
 
 @pytest.mark.slow
 def test_scratch_cnn_heatmaps_find_the_object_and_fail_the_sanity_check_when_random():
+    keras.utils.set_random_seed(0)
     model = scratch_cnn((32, 32, 3), 4, filters=(16, 32), dense_units=32)
     accuracy, on_object, images = _localization(model, 32, 8, epochs=5, learning_rate=1e-3,
                                                 train_count=1000)
@@ -274,13 +277,14 @@ def test_scratch_cnn_heatmaps_find_the_object_and_fail_the_sanity_check_when_ran
 @pytest.mark.slow
 def test_nested_mobilenet_heatmaps_find_the_object_and_fail_the_sanity_check_when_random():
     """The smallest keras.applications backbone, from random weights (no downloads here)."""
+    keras.utils.set_random_seed(1)
     model = transfer_model("mobilenetv3small", 4, weights=None, input_shape=(192, 192, 3),
                            freeze=False)
     for layer in model.get_layer("MobileNetV3Small").layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.9  # statistics that settle within the few steps trained
-    accuracy, on_object, images = _localization(model, 192, 24, epochs=6, learning_rate=3e-3,
-                                                train_count=384)
+    accuracy, on_object, images = _localization(model, 192, 24, epochs=4, learning_rate=3e-3,
+                                                train_count=768)
     assert accuracy >= 0.95
     assert min(on_object.values()) >= 0.90, on_object  # on its 6×6 last feature map
     assert_sane(model, images)

@@ -31,6 +31,8 @@ _POOLING = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D
 
 
 class Explanation(NamedTuple):
+    """What ``explain`` answers, one entry per image."""
+
     heatmaps: np.ndarray  # [B, h, w] float32 in [0, 1], at the explained layer's resolution
     class_ids: np.ndarray  # [B] the class explained for each image
     scores: np.ndarray  # [B] the model's probability of that class
@@ -137,6 +139,7 @@ def _normalise(cam):
     return cam / tf.where(peak > 0, peak, tf.ones_like(peak))
 
 
+@tf.autograph.experimental.do_not_convert  # Python control flow only: nothing to convert
 def gradcam(model, images, layer, method="gradcam", class_ids=None):
     """``(heatmaps [B, h, w], logits [B, N], class_ids [B])`` as float32/int32 tensors.
 
@@ -234,15 +237,15 @@ def _caption(picture, text) -> np.ndarray:
         from matplotlib.figure import Figure
     except ImportError:
         raise TfvisionError("tfvision explain writes its captions with matplotlib: "
-                         "pip install 'tfvision[explain]'") from None
+                            "pip install 'tfvision[explain]'") from None
     height, width = picture.shape[:2]
     # One dot per pixel: the canvas is exactly the picture, font sizes are in pixels * 72.
     figure = Figure(figsize=(width, height), dpi=1)
     figure.figimage(picture, origin="upper")
     size = max(7.0, min(height, width) / 14)
+    box = {"facecolor": "black", "alpha": 0.6, "linewidth": 0, "pad": size * 72 / 5}
     figure.text(size / 3 / width, 1 - size / 3 / height, text, color="white", va="top",
-                fontsize=size * 72, bbox={"facecolor": "black", "alpha": 0.6, "linewidth": 0,
-                                          "pad": size * 72 / 5})
+                fontsize=size * 72, parse_math=False, bbox=box)
     canvas = FigureCanvasAgg(figure)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
@@ -281,7 +284,7 @@ def write_explanations(model, class_names, paths, encoded, out_dir, class_name=N
         name = class_names[class_id]
         drawn = _caption(overlay(picture, heatmap), f"{name} {score:.2f}")
         png, npy = out_dir / f"{stem}.png", out_dir / f"{stem}.npy"
-        tf.io.write_file(str(png), tf.io.encode_png(drawn))
+        png.write_bytes(tf.io.encode_png(drawn).numpy())
         np.save(npy, heatmap)
         records.append({"image": str(path), "class_name": name, "score": float(score),
                         "peak": peak(heatmap), "heatmap": str(npy), "overlay": str(png)})
