@@ -115,20 +115,32 @@ def _run(model, inputs, visit):
     return model._run_through_graph(inputs, operation_fn=operation_fn)
 
 
+_HALF = {"float16", "bfloat16", "mixed_float16", "mixed_bfloat16"}
+
+
+def _float32_config(config):
+    """A layer or model config with every half or mixed precision dtype made float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and config["config"]["name"] in _HALF:
+            return "float32"
+        return {key: "float32" if key == "dtype" and str(value) in _HALF
+                else _float32_config(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_config(value) for value in config]
+    return config
+
+
 def in_float32(model):
     """``model`` if every layer computes in float32, else a float32 copy with its weights.
 
-    A copy, not the same layers with their dtype policy switched: some layers keep constants
-    in their compute dtype from when they were built (``Normalization``'s mean and variance).
+    A copy rebuilt from its config, not the same layers with their dtype policy switched: some
+    layers keep constants in their compute dtype from when they were built (``Normalization``'s
+    mean and variance), and nested models cast their inputs to theirs.
     """
     layers = [op for op in _flat_layers(model) if isinstance(op, keras.layers.Layer)]
     if all(layer.compute_dtype == "float32" for layer in layers):
         return model
-    copy = keras.models.clone_model(
-        model, recursive=True,
-        clone_function=lambda layer: layer.__class__.from_config(
-            {**layer.get_config(), "dtype": "float32"}),
-    )
+    copy = model.__class__.from_config(_float32_config(model.get_config()))
     copy.set_weights(model.get_weights())
     return copy
 
