@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_cli
+from conftest import run_cli, small_config
 from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 
@@ -26,6 +26,7 @@ from tfvision.errors import ConfigError, ModelError
 from tfvision.explanations import overlay
 from tfvision.export.serving import EXPLAIN_SIGNATURE, OUTPUT_NAMES
 from tfvision.models import BACKBONES, resnet18, scratch_cnn, transfer_model
+from tfvision.training import train
 
 # Classes 0-2: a red, green or blue square somewhere on grey noise; class 3: noise alone, so
 # no class can be told by the absence of the others' colours.
@@ -204,15 +205,18 @@ def _write_image(path, height, width, seed):
 def test_explain_cli_writes_overlays_heatmaps_and_jsonl(trained_run, tmp_path):
     images = [_write_image(tmp_path / "wide.png", 24, 40, 0),
               _write_image(tmp_path / "tall.jpg", 50, 20, 1)]
-    out = tmp_path / "out"
-    result = run_cli("explain", trained_run.run_dir, *images, "--out", out, "--class", "3")
+    originals = [p.read_bytes() for p in images]
+    out = tmp_path  # beside the images, which must survive it
+    result = run_cli("explain", trained_run.run_dir, *images, "--out", out, "--class", "3",
+                     "--method", "gradcam++")
     assert result.returncode == 0, result.stderr
+    assert [p.read_bytes() for p in images] == originals
     records = [json.loads(line) for line in (out / "explanations.jsonl").read_text().splitlines()]
     assert [r["image"] for r in records] == [str(p) for p in images]
     model = trained_run.model
     size = model.input_shape[1:3]
     batch = tf.stack([resize(decode_image(tf.constant(p.read_bytes())), size) for p in images])
-    want = tfvision.explain(model, batch, class_index=3)
+    want = tfvision.explain(model, batch, class_index=3, method="gradcam++")
     for record, image, heatmap, score in zip(records, images, want.heatmaps, want.scores):
         assert record["class_name"] == "3"
         assert record["score"] == pytest.approx(float(score), abs=1e-6)
@@ -361,8 +365,10 @@ def test_saved_model_cli_run_on_serving_explain_gives_the_heatmaps_of_explain(
                                   want.class_ids)
 
 
-def test_export_explain_is_a_validated_config_key():
+def test_export_explain_is_a_validated_config_key_that_training_exports_with(tmp_path):
     assert load_config("quickstart").export.explain is False
-    assert load_config("quickstart", ["export.explain=true"]).export.explain is True
     with pytest.raises(ConfigError, match="export.explain must be true or false, got 'maybe'"):
         load_config("quickstart", ["export.explain=maybe"])
+    result = train(small_config("export.explain=true", "train.epochs=1"), tmp_path / "run",
+                   verbose=0)
+    assert EXPLAIN_SIGNATURE in tf.saved_model.load(str(result.export_path)).signatures

@@ -275,9 +275,9 @@ def _unique_stems(paths) -> list[str]:
 
 def write_explanations(model, class_names, paths, encoded, out_dir, class_name=None,
                        layer=None, method="gradcam") -> list[dict]:
-    """For each image file (``paths``, their ``encoded`` bytes): ``OUT_DIR/<stem>.png``, the
-    heatmap over the picture at its own size with the class and score written on it, and
-    ``<stem>.npy``, the heatmap; one line each in ``OUT_DIR/explanations.jsonl``."""
+    """For each image file (``paths``, their ``encoded`` bytes): ``OUT_DIR/<stem>-<method>.png``,
+    the heatmap over the picture at its own size with the class and score written on it, and
+    ``<stem>-<method>.npy``, the heatmap; one line each in ``OUT_DIR/explanations.jsonl``."""
     class_index = None
     if class_name is not None:
         if class_name not in class_names:
@@ -295,7 +295,8 @@ def write_explanations(model, class_names, paths, encoded, out_dir, class_name=N
     ):
         name = class_names[class_id]
         drawn = _caption(overlay(picture, heatmap), f"{name} {score:.2f}")
-        png, npy = out_dir / f"{stem}.png", out_dir / f"{stem}.npy"
+        # Named after the method too, so that --out beside the images overwrites none of them.
+        png, npy = out_dir / f"{stem}-{method}.png", out_dir / f"{stem}-{method}.npy"
         png.write_bytes(tf.io.encode_png(drawn).numpy())
         np.save(npy, heatmap)
         records.append({"image": str(path), "class_name": name, "score": float(score),
