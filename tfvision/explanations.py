@@ -65,7 +65,8 @@ def feature_layers(model) -> list[str]:
     if not _is_graph(model):
         raise ModelError(f"cannot explain {type(model).__name__} {model.name!r}: explanations "
                          "need a functional Keras model (every model tfvision builds is one)")
-    return [layer.name for layer in _flat_layers(model) if len(layer.output.shape) == 4]
+    return [layer.name for layer in _flat_layers(model)
+            if len(getattr(layer.output, "shape", ())) == 4]  # (a list for several outputs)
 
 
 def default_layer(model) -> str:
