@@ -6,12 +6,11 @@ limited by the ``top_k`` the export was written with.
 """
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from tfvision import rundir
+from tfvision import fs, rundir
 from tfvision.data.imagecheck import read_image_files
 from tfvision.data.pipeline import decode_image, resize
 from tfvision.errors import DataError, ModelError
@@ -60,18 +59,18 @@ def _predict_keras(path, encoded):
     images = tf.stack([resize(decode_image(tf.constant(b)), size) for b in encoded])
     probabilities = tf.nn.softmax(tf.cast(model(images, training=False), tf.float32)).numpy()
     try:
-        class_names = rundir.read_class_names(Path(path).parent)
+        class_names = rundir.read_class_names(fs.dirname(path))
     except ModelError:
         class_names = [str(i) for i in range(probabilities.shape[1])]
     return class_names, probabilities
 
 
-def _latest_version(model: Path) -> Path:
+def _latest_version(model: str) -> str:
     """A TF Serving model folder (``DIR/<version>/``) stands for its highest version."""
     from tfvision.export.versions import existing_versions
 
     versions = existing_versions(model)
-    return model / str(versions[-1]) if versions else model
+    return fs.join(model, str(versions[-1])) if versions else model
 
 
 def predict(model, images, top_k=5) -> list[dict]:
@@ -81,11 +80,11 @@ def predict(model, images, top_k=5) -> list[dict]:
     ``.keras`` file. With ``top_k`` above the number of classes, every class is given and a
     ``TopKWarning`` says so.
     """
-    model = _latest_version(Path(model))
+    model = _latest_version(str(model).rstrip("/"))
     encoded = read_images(images)
-    if (model / "saved_model.pb").exists():
+    if tf.io.gfile.exists(fs.join(model, "saved_model.pb")):
         class_names, probabilities = _predict_saved_model(model, encoded)
-    elif model.suffix == ".keras" and model.is_file():
+    elif model.endswith(".keras") and fs.isfile(model):
         class_names, probabilities = _predict_keras(model, encoded)
     else:
         raise ModelError(f"{model} is neither a SavedModel (or a folder of versions of one) "

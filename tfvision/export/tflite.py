@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tfvision import fs
 from tfvision.data.pipeline import decode_image, resize
 from tfvision.errors import ExportError
 from tfvision.export.savedmodel import check_close, probe_images
@@ -25,14 +26,15 @@ VARIANTS = {
 
 @dataclass
 class TfliteExport:
-    path: Path
+    path: Path | str  # a Path when local (fs.user_path)
     accuracy: dict  # {"keras": ..., "float32": ..., "dynamic_range": ...} on the validation split
 
 
 def load_interpreter(path):
     with warnings.catch_warnings():  # deprecated for ai_edge_litert, still the TF 2.21 runtime
         warnings.simplefilter("ignore", UserWarning)
-        return tf.lite.Interpreter(str(path))
+        with tf.io.gfile.GFile(str(path), "rb") as f:  # any filesystem, not only local
+            return tf.lite.Interpreter(model_content=f.read())
 
 
 def tflite_logits(interpreter, images) -> np.ndarray:
@@ -73,12 +75,12 @@ def export_tflite(model, export_dir, validation, version=None) -> TfliteExport:
     probe = tf.stack([resize(decode_image(tf.constant(e)), size)
                       for e in probe_images(size)])
     with new_version(export_dir, version) as (written, tmp):
-        tmp.mkdir()
+        tf.io.gfile.mkdir(tmp)
         interpreters = {}
         for variant, (filename, options) in VARIANTS.items():
-            model.export(str(tmp / filename), format="litert", verbose=False, **options)
-            interpreters[variant] = load_interpreter(tmp / filename)
+            model.export(fs.join(tmp, filename), format="litert", verbose=False, **options)
+            interpreters[variant] = load_interpreter(fs.join(tmp, filename))
         got, want = tflite_logits(interpreters["float32"], probe), model(probe).numpy()
         check_close(got, want, model, "the float32 TFLite model's logits")
         accuracy = _accuracies(model, interpreters, validation)
-    return TfliteExport(Path(export_dir) / str(written), accuracy)
+    return TfliteExport(fs.user_path(fs.join(export_dir, str(written))), accuracy)
