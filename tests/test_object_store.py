@@ -74,6 +74,10 @@ def test_train_interrupt_resume_export_evaluate_predict_all_on_an_object_store(
     assert tf.io.gfile.exists(f"{model_folder}/2/assets.extra/tf_serving_warmup_requests")
     assert "base_path" in tf.io.gfile.GFile(f"{run_dir}/export/models.config").read()
 
+    tflite = run_cli("export", run_dir, "--format", "tflite")
+    assert tflite.returncode == 0, tflite.stdout + tflite.stderr
+    assert tf.io.gfile.exists(f"{run_dir}/tflite/store/1/model.tflite")
+
     evaluated = run_cli("evaluate", run_dir)
     assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
     assert "accuracy" in evaluated.stdout

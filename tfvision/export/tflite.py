@@ -5,6 +5,8 @@ takes: float32 RGB pixels in [0, 255] at the model's size (normalization stays i
 Quantization changes the numbers, so its cost is reported as an accuracy difference.
 """
 
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +35,7 @@ class TfliteExport:
 def load_interpreter(path):
     with warnings.catch_warnings():  # deprecated for ai_edge_litert, still the TF 2.21 runtime
         warnings.simplefilter("ignore", UserWarning)
-        with tf.io.gfile.GFile(str(path), "rb") as f:  # any filesystem, not only local
-            return tf.lite.Interpreter(model_content=f.read())
+        return tf.lite.Interpreter(str(path))
 
 
 def tflite_logits(interpreter, images) -> np.ndarray:
@@ -74,12 +75,17 @@ def export_tflite(model, export_dir, validation, version=None) -> TfliteExport:
     size = model.input_shape[1:3]
     probe = tf.stack([resize(decode_image(tf.constant(e)), size)
                       for e in probe_images(size)])
-    with new_version(export_dir, version) as (written, tmp):
+    # The TFLite converter writes local files only: convert into a local folder, then copy
+    # into the version (which may be on gs://).
+    with new_version(export_dir, version) as (written, tmp), \
+            tempfile.TemporaryDirectory(prefix="tfvision-tflite-") as local:
         tf.io.gfile.mkdir(tmp)
         interpreters = {}
         for variant, (filename, options) in VARIANTS.items():
-            model.export(fs.join(tmp, filename), format="litert", verbose=False, **options)
-            interpreters[variant] = load_interpreter(fs.join(tmp, filename))
+            path = os.path.join(local, filename)
+            model.export(path, format="litert", verbose=False, **options)
+            interpreters[variant] = load_interpreter(path)
+            tf.io.gfile.copy(path, fs.join(tmp, filename))
         got, want = tflite_logits(interpreters["float32"], probe), model(probe).numpy()
         check_close(got, want, model, "the float32 TFLite model's logits")
         accuracy = _accuracies(model, interpreters, validation)
