@@ -185,8 +185,10 @@ def export(target, export_dir, version, fmt, top_k):
     model = rundir.load_model(model_path)
     export_dir = export_dir or rundir.default_export_dir(run_dir, cfg, fmt)
     if fmt == "saved_model":
+        from tfvision.data.pipeline import Preset
+
         path = export_model(model, export_dir, rundir.read_class_names(run_dir), version=version,
-                            top_k=top_k or cfg.export.top_k)
+                            top_k=top_k or cfg.export.top_k, preset=Preset.of(cfg))
         click.echo(f"exported: {path}")
         return
     from tfvision.data.dataset import load_dataset

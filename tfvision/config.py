@@ -113,6 +113,16 @@ class DataConfig(_Section):
     )
     mixup: float = _opt(0.0, minimum=0.0, help="MixUp beta alpha (0: off; labels become soft)")
     cutmix: float = _opt(0.0, minimum=0.0, help="CutMix beta alpha (0: off; labels become soft)")
+    eval_resize: str = _opt(
+        "auto", choices=("auto", "squash", "center_crop"),
+        help="evaluation and serving: squash to image_size, or resize the shorter side to "
+        "image_size / crop_fraction and crop the centre (torchvision's eval preset); auto: "
+        "center_crop for ResNet-18/34 with ImageNet or torchvision weights, else squash",
+    )
+    crop_fraction: float = _opt(
+        0.875, minimum=0.05, maximum=1.0, help="center_crop: the crop's share of the resized "
+        "shorter side (torchvision: 224 / 256)"
+    )
     cache: str = _opt(
         "auto", choices=("auto", "memory", "disk", "none"),
         help="decoded images: auto picks memory, else disk, else none by their size",
@@ -150,6 +160,11 @@ class ModelConfig(_Section):
     freeze: bool = _opt(
         True, help="transfer: phase 1 (train.epochs) trains only the new head on a frozen backbone"
     )
+
+    @property
+    def pretrained(self) -> str | None:
+        """``weights`` with ``none`` (as YAML users write it) read as None."""
+        return None if self.weights in (None, "none") else self.weights
 
 
 @dataclass
@@ -196,7 +211,8 @@ class DistributeConfig(_Section):
     )
     steps_per_execution: str | int = _opt(
         "auto", choices=("auto",), minimum=1, help="training steps per tf.function call: auto "
-        "(32 on TPU, 16 on CPU, 1 on GPU and under (multi-worker) Mirrored) or a number"
+        "(32 on TPU, 16 on CPU, 1 on GPU; under Mirrored only where a probe fit runs it) or a "
+        "number"
     )
     scale_learning_rate: bool = _opt(
         False, help="multiply train.learning_rate by the number of replicas (linear scaling)"
@@ -229,6 +245,19 @@ class Config:
     def image_hw(self) -> tuple[int, int]:
         size = self.data.image_size
         return (size, size) if isinstance(size, int) else tuple(size)
+
+    @property
+    def eval_resize(self) -> str:
+        """``data.eval_resize`` with ``auto`` resolved: torchvision's preset where the
+        weights are torchvision's (what they were trained and measured with)."""
+        if self.data.eval_resize != "auto":
+            return self.data.eval_resize
+        torchvision = self.model.name in TORCHVISION_MODELS and self.model.pretrained is not None
+        return "center_crop" if torchvision else "squash"
+
+
+# The models whose weights come from torchvision (tfvision.models.resnet).
+TORCHVISION_MODELS = ("resnet18", "resnet34")
 
 
 SECTIONS = {

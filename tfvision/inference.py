@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tfvision import fs, rundir
 from tfvision.data.imagecheck import read_image_files
-from tfvision.data.pipeline import decode_image, resize
+from tfvision.data.pipeline import Preset, decode_image
 from tfvision.errors import DataError, ModelError
 
 
@@ -55,8 +55,12 @@ def _predict_saved_model(path, encoded):
 
 def _predict_keras(path, encoded):
     model = rundir.load_model(path)
-    size = model.input_shape[1:3]
-    images = tf.stack([resize(decode_image(tf.constant(b)), size) for b in encoded])
+    preset = Preset(tuple(model.input_shape[1:3]))
+    try:  # the run's own preset, as its validation and exports use it
+        preset = Preset.of(rundir.load_run_config(fs.dirname(path)))
+    except ModelError:
+        pass
+    images = tf.stack([preset(decode_image(tf.constant(b))) for b in encoded])
     probabilities = tf.nn.softmax(tf.cast(model(images, training=False), tf.float32)).numpy()
     try:
         class_names = rundir.read_class_names(fs.dirname(path))
