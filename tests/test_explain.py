@@ -19,9 +19,10 @@ from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 
 import tfvision
+from tfvision import rundir
 from tfvision.config import load_config
 from tfvision.data.digits import load_digits_arrays
-from tfvision.data.pipeline import decode_image, resize
+from tfvision.data.pipeline import Preset, decode_image
 from tfvision.errors import ConfigError, ModelError
 from tfvision.explanations import overlay
 from tfvision.export.serving import EXPLAIN_SIGNATURE, OUTPUT_NAMES
@@ -196,6 +197,22 @@ def test_overlay_colours_the_hot_cells_red_over_the_picture_at_its_own_size():
     assert cold[2] - max(cold[:2]) > 40, cold  # blue where it is 0
 
 
+@pytest.mark.parametrize("eval_resize", ["squash", "center_crop"])
+def test_heatmaps_go_on_the_part_of_the_picture_the_model_sees(eval_resize):
+    """Pixels coloured by their own coordinates: the corners the model sees are the
+    region's corners."""
+    height, width = 300, 200
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    picture = np.stack([xs * 255 / (width - 1), ys * 255 / (height - 1), 0 * xs], -1)
+    preset = Preset((64, 64), eval_resize)
+    seen = preset(np.round(picture).astype(np.uint8)).numpy()
+    top, left, h, w = preset.region(height, width)
+    for row, col in ((0, 0), (63, 63), (0, 63)):
+        y, x = top + (row + 0.5) * h / 64, left + (col + 0.5) * w / 64
+        assert seen[row, col, 0] == pytest.approx(x * 255 / (width - 1), abs=3)
+        assert seen[row, col, 1] == pytest.approx(y * 255 / (height - 1), abs=3)
+
+
 def _write_image(path, height, width, seed):
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(path)
@@ -214,8 +231,8 @@ def test_explain_cli_writes_overlays_heatmaps_and_jsonl(trained_run, tmp_path):
     records = [json.loads(line) for line in (out / "explanations.jsonl").read_text().splitlines()]
     assert [r["image"] for r in records] == [str(p) for p in images]
     model = trained_run.model
-    size = model.input_shape[1:3]
-    batch = tf.stack([resize(decode_image(tf.constant(p.read_bytes())), size) for p in images])
+    preset = Preset.of(rundir.load_run_config(trained_run.run_dir))
+    batch = tf.stack([preset(decode_image(tf.constant(p.read_bytes()))) for p in images])
     want = tfvision.explain(model, batch, class_index=3, method="gradcam++")
     for record, image, heatmap, score in zip(records, images, want.heatmaps, want.scores):
         assert record["class_name"] == "3"
@@ -316,8 +333,8 @@ def _encoded_digits(count):
 
 
 def _explained(model, encoded):
-    size = model.input_shape[1:3]
-    images = tf.stack([resize(decode_image(tf.constant(e)), size) for e in encoded])
+    preset = Preset(tuple(model.input_shape[1:3]))  # the small run's: squashed
+    images = tf.stack([preset(decode_image(tf.constant(e))) for e in encoded])
     return tfvision.explain(model, images)
 
 

@@ -23,43 +23,10 @@ from tfvision.models.weights import load_weights
 # torchvision is not installable here; scripts/torch_reference.py rebuilds its ResNets (same
 # module names, shapes and initialization) and the seed's CNN in plain PyTorch.
 sys.path.insert(0, str(REPO / "scripts"))
-import torch_reference
-from torch_reference import SeedCNN
+from torch_reference import SeedCNN, imagenet_input, reference_resnet
 
 TOLERANCE = 1e-4  # max abs difference of logits, the issue's acceptance bound
 FACTORIES = {"resnet18": resnet18, "resnet34": resnet34}
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def reference_resnet(arch="resnet18", seed=0):
-    """A torchvision-architecture ResNet in eval mode with non-trivial BatchNorm: running
-    statistics measured on a random batch (as training would leave them, so activations stay
-    in a realistic range through every block) and random affine terms."""
-    torch.manual_seed(seed)
-    module = getattr(torch_reference, arch)()
-    gen = torch.Generator().manual_seed(seed)
-    norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
-    with torch.no_grad():
-        for m in norms:
-            m.weight.copy_(0.5 + torch.rand(m.num_features, generator=gen))
-            m.bias.copy_(0.2 * torch.randn(m.num_features, generator=gen))
-            m.momentum = 1.0  # running statistics := this batch's
-        module.train()
-        module(torch.randn(4, 3, 96, 96, generator=gen))
-        for m in norms:
-            m.momentum = 0.1
-    return module.eval()
-
-
-def imagenet_input(pixels):
-    """NHWC pixels in [0, 255] → torchvision's normalized NCHW tensor."""
-    x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))) / 255.0
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
 def torch_outputs(module, x):
     with torch.no_grad():
         return module(x).numpy()
@@ -318,3 +285,20 @@ def test_keras_weights_file_of_another_architecture_is_refused(tmp_path):
     resnet34(input_shape=(64, 64, 3)).save_weights(path)
     with pytest.raises(ModelError, match="written for another architecture"):
         resnet18(weights=str(path), input_shape=(64, 64, 3))
+
+
+@pytest.mark.slow
+def test_weights_files_on_an_object_store(weight_files, pixels, torch_resnet18):
+    """PyTorch and Keras weights files read and written on ram:// (standing in for gs://)."""
+    import tensorflow as tf
+
+    for name in ("resnet18.pth", "resnet18.safetensors"):
+        tf.io.gfile.copy(str(weight_files / name), f"ram://weights/{name}", overwrite=True)
+    convert("ram://weights/resnet18.safetensors", "ram://weights/converted/resnet18.weights.h5")
+    expected = torch_outputs(torch_resnet18, imagenet_input(pixels))
+    for path in ("ram://weights/resnet18.pth", "ram://weights/converted/resnet18.weights.h5"):
+        assert _max_diff(resnet18(weights=path)(pixels, training=False), expected) < TOLERANCE
+    model = transfer_model("resnet18", 3, weights="ram://weights/resnet18.pth",
+                           input_shape=(224, 224, 3))
+    features = torch_features(torch_resnet18, imagenet_input(pixels))
+    assert _max_diff(model.get_layer("resnet18")(pixels, training=False), features) < TOLERANCE

@@ -189,8 +189,10 @@ def export(target, export_dir, version, fmt, top_k, explain):
     model = rundir.load_model(model_path)
     export_dir = export_dir or rundir.default_export_dir(run_dir, cfg, fmt)
     if fmt == "saved_model":
+        from tfvision.data.pipeline import Preset
+
         path = export_model(model, export_dir, rundir.read_class_names(run_dir), version=version,
-                            top_k=top_k or cfg.export.top_k,
+                            top_k=top_k or cfg.export.top_k, preset=Preset.of(cfg),
                             explain=explain or cfg.export.explain)
         click.echo(f"exported: {path}")
         return
@@ -242,14 +244,15 @@ def explain(model, images, out_dir, class_name, layer, method):
     model looked for the class it chose."""
     from tfvision import rundir
     from tfvision.explanations import write_explanations
-    from tfvision.inference import read_images
+    from tfvision.inference import keras_preset, read_images
 
     model_path, run_dir = rundir.resolve_model_path(model)
     encoded = read_images(images)
     keras_model = rundir.load_model(model_path)
     class_names = rundir.class_names_or_ids(run_dir, keras_model.output_shape[-1])
     for record in write_explanations(keras_model, class_names, images, encoded, out_dir,
-                                     class_name, layer, method):
+                                     keras_preset(keras_model, model_path), class_name, layer,
+                                     method):
         click.echo(f"{record['image']}: {record['class_name']} ({record['score']:.3f}) "
                    f"-> {record['overlay']}")
     click.echo(f"wrote {out_dir}/explanations.jsonl")

@@ -22,6 +22,7 @@ from typing import Union
 
 import yaml
 
+from tfvision import fs
 from tfvision.errors import ConfigError
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
@@ -112,6 +113,16 @@ class DataConfig(_Section):
     )
     mixup: float = _opt(0.0, minimum=0.0, help="MixUp beta alpha (0: off; labels become soft)")
     cutmix: float = _opt(0.0, minimum=0.0, help="CutMix beta alpha (0: off; labels become soft)")
+    eval_resize: str = _opt(
+        "auto", choices=("auto", "squash", "center_crop"),
+        help="evaluation and serving: squash to image_size, or resize the shorter side to "
+        "image_size / crop_fraction and crop the centre (torchvision's eval preset); auto: "
+        "center_crop for ResNet-18/34 with ImageNet or torchvision weights, else squash",
+    )
+    crop_fraction: float = _opt(
+        0.875, minimum=0.05, maximum=1.0, help="center_crop: the crop's share of the resized "
+        "shorter side (torchvision: 224 / 256)"
+    )
     cache: str = _opt(
         "auto", choices=("auto", "memory", "disk", "none"),
         help="decoded images: auto picks memory, else disk, else none by their size",
@@ -149,6 +160,11 @@ class ModelConfig(_Section):
     freeze: bool = _opt(
         True, help="transfer: phase 1 (train.epochs) trains only the new head on a frozen backbone"
     )
+
+    @property
+    def pretrained(self) -> str | None:
+        """``weights`` with ``none`` (as YAML users write it) read as None."""
+        return None if self.weights in (None, "none") else self.weights
 
 
 @dataclass
@@ -195,7 +211,8 @@ class DistributeConfig(_Section):
     )
     steps_per_execution: str | int = _opt(
         "auto", choices=("auto",), minimum=1, help="training steps per tf.function call: auto "
-        "(32 on TPU, 16 on CPU, 1 on GPU and under (multi-worker) Mirrored) or a number"
+        "(32 on TPU, 16 on CPU, 1 on GPU; under Mirrored only where a probe fit runs it) or a "
+        "number"
     )
     scale_learning_rate: bool = _opt(
         False, help="multiply train.learning_rate by the number of replicas (linear scaling)"
@@ -224,12 +241,26 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        with fs.open_file(path, "w") as f:
+            f.write(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @property
     def image_hw(self) -> tuple[int, int]:
         size = self.data.image_size
         return (size, size) if isinstance(size, int) else tuple(size)
+
+    @property
+    def eval_resize(self) -> str:
+        """``data.eval_resize`` with ``auto`` resolved: torchvision's preset where the
+        weights are torchvision's (what they were trained and measured with)."""
+        if self.data.eval_resize != "auto":
+            return self.data.eval_resize
+        torchvision = self.model.name in TORCHVISION_MODELS and self.model.pretrained is not None
+        return "center_crop" if torchvision else "squash"
+
+
+# The models whose weights come from torchvision (tfvision.models.resnet).
+TORCHVISION_MODELS = ("resnet18", "resnet34")
 
 
 SECTIONS = {
@@ -361,14 +392,13 @@ def parse_override(text: str) -> tuple[str, str, object]:
     return section, key, value
 
 
-def resolve_config_path(config: str) -> Path:
-    """A path to a YAML file, or the name of a config shipped with tfvision."""
-    path = Path(config)
-    if path.is_file():
-        return path
+def resolve_config_path(config: str) -> str:
+    """A path to a YAML file (local or a URL), or the name of a config shipped with tfvision."""
+    if fs.isfile(config):
+        return config
     packaged = PACKAGED_CONFIGS / f"{config}.yaml"
-    if path.suffix == "" and packaged.is_file():
-        return packaged
+    if Path(config).suffix == "" and packaged.is_file():
+        return str(packaged)
     shipped = sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
     raise ConfigError(
         f"config file {config!r} not found; give a path to a YAML file or one of: "
@@ -380,12 +410,14 @@ def load_config(config: str | Path | None = None, overrides=()) -> Config:
     """Read a YAML config (default: the quickstart) and apply ``section.key=value`` overrides."""
     path = resolve_config_path(str(config) if config is not None else "quickstart")
     try:
-        raw = _read_yaml(path.read_text()) or {}
+        with fs.open_file(path, "r") as f:
+            raw = _read_yaml(f.read()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
-    return config_from_dict(_apply_overrides(raw, overrides, path), name=path.stem)
+    name = fs.basename(path).rsplit(".", 1)[0]
+    return config_from_dict(_apply_overrides(raw, overrides, path), name=name)
 
 
 def override_config(config: Config, overrides=()) -> Config:

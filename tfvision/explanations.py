@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvision.data.pipeline import decode_image, resize
+from tfvision.data.pipeline import decode_image
 from tfvision.errors import DataError, ModelError, TfvisionError
 
 METHODS = ("gradcam", "gradcam++")
@@ -274,19 +274,28 @@ def _unique_stems(paths) -> list[str]:
     return stems
 
 
-def write_explanations(model, class_names, paths, encoded, out_dir, class_name=None,
+def _placed(picture, heatmap, region):
+    """The picture with ``heatmap`` overlaid on ``region`` (the part the model saw)."""
+    top, left, height, width = (round(v) for v in region)
+    placed = picture.copy()
+    placed[top:top + height, left:left + width] = overlay(
+        picture[top:top + height, left:left + width], heatmap)
+    return placed
+
+
+def write_explanations(model, class_names, paths, encoded, out_dir, preset, class_name=None,
                        layer=None, method="gradcam") -> list[dict]:
-    """For each image file (``paths``, their ``encoded`` bytes): ``OUT_DIR/<stem>-<method>.png``,
-    the heatmap over the picture at its own size with the class and score written on it, and
-    ``<stem>-<method>.npy``, the heatmap; one line each in ``OUT_DIR/explanations.jsonl``."""
+    """For each image file (``paths``, their ``encoded`` bytes, fitted to the model by
+    ``preset``): ``OUT_DIR/<stem>-<method>.png``, the heatmap over the picture at its own size
+    with the class and score written on it, and ``<stem>-<method>.npy``, the heatmap; one
+    line each in ``OUT_DIR/explanations.jsonl``, with the peak relative to the picture."""
     class_index = None
     if class_name is not None:
         if class_name not in class_names:
             raise ModelError(f"unknown class {class_name!r}; classes: {', '.join(class_names)}")
         class_index = class_names.index(class_name)
     pictures = [decode_image(tf.constant(e)).numpy() for e in encoded]
-    size = model.input_shape[1:3]
-    images = tf.stack([resize(p, size) for p in pictures])
+    images = tf.stack([preset(p) for p in pictures])
     result = explain(model, images, class_index, layer, method)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -295,13 +304,18 @@ def write_explanations(model, class_names, paths, encoded, out_dir, class_name=N
         paths, _unique_stems(paths), pictures, *result[:3]
     ):
         name = class_names[class_id]
-        drawn = _caption(overlay(picture, heatmap), f"{name} {score:.2f}")
+        region = preset.region(*picture.shape[:2])
+        drawn = _caption(_placed(picture, heatmap, region), f"{name} {score:.2f}")
         # Named after the method too, so that --out beside the images overwrites none of them.
         png, npy = out_dir / f"{stem}-{method}.png", out_dir / f"{stem}-{method}.npy"
         png.write_bytes(tf.io.encode_png(drawn).numpy())
         np.save(npy, heatmap)
+        y, x = peak(heatmap)
+        top, left, height, width = region
         records.append({"image": str(path), "class_name": name, "score": float(score),
-                        "peak": peak(heatmap), "heatmap": str(npy), "overlay": str(png)})
+                        "peak": [(top + y * height) / picture.shape[0],
+                                 (left + x * width) / picture.shape[1]],
+                        "heatmap": str(npy), "overlay": str(png)})
     lines = "".join(json.dumps(r) + "\n" for r in records)
     (out_dir / "explanations.jsonl").write_text(lines)
     return records

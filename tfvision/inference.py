@@ -6,14 +6,13 @@ limited by the ``top_k`` the export was written with.
 """
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from tfvision import rundir
+from tfvision import fs, rundir
 from tfvision.data.imagecheck import read_image_files
-from tfvision.data.pipeline import decode_image, resize
+from tfvision.data.pipeline import Preset, decode_image
 from tfvision.errors import DataError, ModelError
 
 
@@ -54,20 +53,29 @@ def _predict_saved_model(path, encoded):
     return _export_class_names(signature, probabilities.shape[1], path), probabilities
 
 
+def keras_preset(model, path) -> Preset:
+    """How a ``.keras`` model at ``path`` sees images: its run's own preset, as the run's
+    validation and exports use it, or squashed to its input size outside a run."""
+    try:
+        return Preset.of(rundir.load_run_config(fs.dirname(path)))
+    except ModelError:
+        return Preset(tuple(model.input_shape[1:3]))
+
+
 def _predict_keras(path, encoded):
     model = rundir.load_model(path)
-    size = model.input_shape[1:3]
-    images = tf.stack([resize(decode_image(tf.constant(b)), size) for b in encoded])
+    preset = keras_preset(model, path)
+    images = tf.stack([preset(decode_image(tf.constant(b))) for b in encoded])
     probabilities = tf.nn.softmax(tf.cast(model(images, training=False), tf.float32)).numpy()
-    return rundir.class_names_or_ids(Path(path).parent, probabilities.shape[1]), probabilities
+    return rundir.class_names_or_ids(fs.dirname(path), probabilities.shape[1]), probabilities
 
 
-def _latest_version(model: Path) -> Path:
+def _latest_version(model: str) -> str:
     """A TF Serving model folder (``DIR/<version>/``) stands for its highest version."""
     from tfvision.export.versions import existing_versions
 
     versions = existing_versions(model)
-    return model / str(versions[-1]) if versions else model
+    return fs.join(model, str(versions[-1])) if versions else model
 
 
 def predict(model, images, top_k=5) -> list[dict]:
@@ -77,11 +85,11 @@ def predict(model, images, top_k=5) -> list[dict]:
     ``.keras`` file. With ``top_k`` above the number of classes, every class is given and a
     ``TopKWarning`` says so.
     """
-    model = _latest_version(Path(model))
+    model = _latest_version(str(model).rstrip("/"))
     encoded = read_images(images)
-    if (model / "saved_model.pb").exists():
+    if tf.io.gfile.exists(fs.join(model, "saved_model.pb")):
         class_names, probabilities = _predict_saved_model(model, encoded)
-    elif model.suffix == ".keras" and model.is_file():
+    elif model.endswith(".keras") and fs.isfile(model):
         class_names, probabilities = _predict_keras(model, encoded)
     else:
         raise ModelError(f"{model} is neither a SavedModel (or a folder of versions of one) "

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from tfvision.data.augment import mixes_labels
-from tfvision.data.pipeline import CachePlan, make_pipeline, plan_cache
+from tfvision.data.pipeline import CachePlan, Preset, make_pipeline, plan_cache
 from tfvision.data.source import report_bad_files, require_examples
 
 # data.source → "module:function" returning a source.SourceData; imported only when chosen.
@@ -72,10 +72,11 @@ def load_dataset(config, global_batch_size=None, input_context=None) -> Dataset:
     if input_context is not None:
         batch = input_context.get_per_replica_batch_size(batch)
     splits = {"train": source.train, "validation": source.validation}
-    cache = plan_cache(data_cfg, splits, config.image_hw)
+    preset = Preset.of(config)
+    cache = plan_cache(data_cfg, splits, preset)
     pipelines = {
         name: make_pipeline(
-            split, data_cfg, config.image_hw, batch, training=name == "train",
+            split, data_cfg, preset, batch, training=name == "train",
             seed=config.train.seed, cache=cache.paths[name], num_classes=len(source.class_names),
             shard_policy=split.shard_policy if input_context is None
             else "off",  # already sharded at the source

@@ -13,7 +13,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvision.data.pipeline import decode_image, resize
+from tfvision import fs
+from tfvision.data.pipeline import Preset, decode_image
 from tfvision.errors import ExportError
 from tfvision.explanations import explain as explain_images
 from tfvision.export import serving
@@ -69,10 +70,9 @@ def probe_inputs(encoded, explain=False) -> dict:
     }
 
 
-def _check_export(path, model, class_names, encoded, explain=False) -> None:
+def _check_export(path, model, class_names, encoded, preset, explain=False) -> None:
     """Reload ``path`` and compare every signature with the in-memory model on ``encoded``."""
-    size = model.input_shape[1:3]
-    images = tf.stack([resize(decode_image(tf.constant(e)), size) for e in encoded])
+    images = tf.stack([preset(decode_image(tf.constant(e))) for e in encoded])
     logits = tf.cast(model(images, training=False), tf.float32).numpy()
     expected = {"logits": logits, "probabilities": tf.nn.softmax(logits).numpy()}
     heatmaps = {HEATMAPS: explain_images(model, images).heatmaps} if explain else {}
@@ -88,10 +88,13 @@ def _check_export(path, model, class_names, encoded, explain=False) -> None:
                 raise ExportError(f"the {name} signature's class_names do not match class_ids")
 
 
-def export_model(model, export_dir, class_names, version=None, top_k=5, explain=False) -> Path:
-    """Write ``model`` as the next (or the given) version under ``export_dir``; return its path.
-
-    ``explain`` adds the ``serving_explain`` signature (answers plus Grad-CAM heatmaps)."""
+def export_model(model, export_dir, class_names, version=None, top_k=5,
+                 preset=None, explain=False) -> Path | str:
+    """Write ``model`` as the next (or the given) version under ``export_dir``; return its path
+    (a ``Path`` when local, else the URL). ``preset`` (a ``pipeline.Preset``, default: squash
+    to the model's input size) is how its signatures fit images to the model; ``explain`` adds
+    the ``serving_explain`` signature (the answers plus Grad-CAM heatmaps)."""
+    preset = preset or Preset(tuple(model.input_shape[1:3]))
     if model.output_shape[-1] != len(class_names):
         raise ExportError(f"the model has {model.output_shape[-1]} outputs but "
                           f"{len(class_names)} class names were given")
@@ -101,19 +104,19 @@ def export_model(model, export_dir, class_names, version=None, top_k=5, explain=
         # No archive.track(model): the endpoints' variables are tracked anyway, and tracking
         # the model as well stores every weight twice (keras-team/keras#23553).
         archive = keras.export.ExportArchive()
-        for name, fn in serving_functions(model, class_names, top_k, explain).items():
+        for name, fn in serving_functions(model, class_names, top_k, preset, explain).items():
             archive.add_endpoint(name, fn)
         archive.write_out(str(tmp), verbose=False)
         if has_api:
-            model_name = Path(export_dir).resolve().name
+            model_name = fs.basename(fs.absolute(export_dir))
             serving.write_warmup(tmp, [
                 serving.predict_request(model_name, name, calls[0])
                 for name, calls in probe_inputs(encoded[:1], explain).items()
             ])
-        _check_export(tmp, model, class_names, encoded, explain)
+        _check_export(tmp, model, class_names, encoded, preset, explain)
     if has_api:
         serving.update_models_config(export_dir)
     else:
         print(f"warning: {serving.MISSING_API}; exported without warmup requests and "
               f"{serving.MODELS_CONFIG}", file=sys.stderr)
-    return Path(export_dir) / str(written)
+    return fs.user_path(fs.join(export_dir, str(written)))
