@@ -20,7 +20,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 import tfvision
 from tfvision import rundir
-from tfvision.config import load_config
+from tfvision.config import load_config, override_config
 from tfvision.data.digits import load_digits_arrays
 from tfvision.data.pipeline import Preset, decode_image
 from tfvision.errors import ConfigError, ModelError
@@ -244,6 +244,26 @@ def test_explain_cli_writes_overlays_heatmaps_and_jsonl(trained_run, tmp_path):
         with Image.open(record["overlay"]) as drawn:
             assert drawn.size == Image.open(image).size and drawn.mode == "RGB"
     assert f"{images[0]}: 3 (" in result.stdout
+
+
+def test_explain_cli_overlays_only_the_centre_a_center_crop_run_sees(trained_run, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.keras", "class_names.txt"):
+        (run / name).write_bytes((trained_run.run_dir / name).read_bytes())
+    config = rundir.load_run_config(trained_run.run_dir)
+    override_config(config, ["data.eval_resize=center_crop"]).save(run / "config.yaml")
+    image = _write_image(tmp_path / "tall.png", 60, 20, 2)
+    result = run_cli("explain", run, image, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    (record,) = [json.loads(line) for line in (tmp_path / "out" / "explanations.jsonl").open()]
+    top, _, height, _ = Preset((16, 16), "center_crop").region(60, 20)
+    assert top > 0 and top / 60 <= record["peak"][0] <= (top + height) / 60
+    original = np.asarray(Image.open(image))
+    drawn = np.asarray(Image.open(record["overlay"]))
+    below = round(top + height) + 1
+    np.testing.assert_array_equal(drawn[below:], original[below:])  # not seen: untouched
+    assert np.abs(drawn[30].astype(int) - original[30]).max() > 20  # seen: coloured
 
 
 def test_explain_cli_names_bad_images_classes_and_layers(trained_run, tmp_path):
