@@ -97,3 +97,90 @@ def test_export_answers_torchvision_logits_on_a_photo(photos, tmp_path):
     assert np.abs(served - want).max() < 0.05
     for got_row, want_row in zip(served, want):
         assert list(np.argsort(-got_row)[:5]) == list(np.argsort(-want_row)[:5])
+
+
+def torchvision_crop_params(height, width, rng, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """``RandomResizedCrop.get_params``, as torchvision writes it (with ``rng`` for torch's
+    generator): ``(top, left, height, width)``."""
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(*scale)
+        aspect_ratio = math.exp(rng.uniform(*log_ratio))
+        w = round(math.sqrt(target_area * aspect_ratio))
+        h = round(math.sqrt(target_area / aspect_ratio))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.integers(0, height - h + 1), rng.integers(0, width - w + 1), h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        h, w = height, round(height * max(ratio))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+@pytest.mark.parametrize(("height", "width"), [(375, 500), (60, 600)])
+def test_random_resized_crops_are_distributed_as_torchvision_draws_them(height, width):
+    from scipy.stats import ks_2samp
+
+    from tfvision.data.augment import crop_boxes
+
+    draws = 10_000
+    rng = np.random.default_rng(0)
+    want = np.array([torchvision_crop_params(height, width, rng) for _ in range(draws)])
+    top, left, h, w = (t.numpy() for t in crop_boxes(
+        tf.fill([draws], height), tf.fill([draws], width), tf.constant([7, 11], tf.int64)))
+    assert (top >= 0).all() and (left >= 0).all()
+    assert (top + h <= height).all() and (left + w <= width).all()
+    for name, got, ref in (("area", h * w / (height * width), want[:, 2] * want[:, 3] /
+                            (height * width)), ("aspect", w / h, want[:, 3] / want[:, 2]),
+                           ("top", top / height, want[:, 0] / height)):
+        assert ks_2samp(got, ref).pvalue > 0.01, name
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "png"])
+def test_training_crops_come_from_the_original_and_keep_its_detail(kind, tmp_path):
+    """Stripes 8 px apart on 400×400 pictures: a 64×64 crop of the original keeps them;
+    squashing to 64 px first (as crops of the resized image did) blurs them to grey."""
+    from imagedata import encode
+
+    from tfvision.data.dataset import load_dataset
+
+    rows = np.arange(400)[:, None, None]
+    stripes = np.broadcast_to(np.where(rows // 4 % 2, 230, 25), (400, 400, 3)).astype(np.uint8)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            data, suffix = encode(stripes, kind)
+            (tmp_path / name / f"{i}{suffix}").write_bytes(data)
+    share = (64 / 400) ** 2  # a crop exactly 64×64: resized 1:1
+    config = small_config("data.source=folder", f"data.path={tmp_path}", "data.image_size=64",
+                          "data.augment=resized_crop_flip", "data.validation_fraction=0.25",
+                          f"data.crop_scale=[{share},{share}]", "data.crop_ratio=[1,1]",
+                          "data.batch_size=6")
+    images, _ = next(iter(load_dataset(config).train))
+    assert images.shape == (6, 64, 64, 3)
+    assert images.numpy().std(axis=(1, 2, 3)).min() > 80
+    squashed = preprocess(tf.constant(stripes), 64, eval_resize="squash").numpy()
+    assert squashed.std() < 20
+
+
+@pytest.mark.slow
+def test_torchvision_recipe_trains_offline_on_an_image_folder(tmp_path):
+    """The shipped recipe, shrunk: crops from the originals, label smoothing, the
+    torchvision eval preset, and an export, from random init with no network."""
+    from imagedata import write_folder
+
+    from tfvision.config import load_config
+    from tfvision.training import train
+
+    write_folder(tmp_path / "images")
+    config = load_config("torchvision_resnet18", [
+        f"data.path={tmp_path / 'images'}", "data.image_size=48", "data.batch_size=8",
+        "train.epochs=2", "train.label_smoothing=0.1", "train.learning_rate=0.05"])
+    assert (config.eval_resize, config.data.augment) == ("center_crop", "resized_crop_flip")
+    result = train(config, tmp_path / "run", verbose=0)
+    assert set(result.metrics) >= {"loss", "val_accuracy"}
+    assert (result.export_path / "saved_model.pb").exists()

@@ -107,6 +107,13 @@ class DataConfig(_Section):
         "none", choices=("none", "flip", "crop_flip", "pad_crop_flip", "resized_crop_flip"),
         help="training only; crop_flip: pad-and-crop up to 64 px, random resized crop above",
     )
+    crop_scale: list[float] = _opt(
+        [0.08, 1.0], minimum=0.0, maximum=1.0, length=2,
+        help="random resized crops: the range of their share of the original's area "
+        "(torchvision's RandomResizedCrop)")
+    crop_ratio: list[float] = _opt(
+        [3 / 4, 4 / 3], minimum=0.01, length=2,
+        help="random resized crops: the range of their width / height")
     randaugment: int = _opt(0, minimum=0, help="RandAugment operations per image (0: off)")
     randaugment_magnitude: int = _opt(
         9, minimum=0, maximum=RANDAUGMENT_MAX_MAGNITUDE, help="RandAugment strength, 0 to 10"
@@ -179,6 +186,9 @@ class TrainConfig(_Section):
     step_gamma: float = _opt(0.1, minimum=0.0)
     seed: int = _opt(42)
     top_k: int = _opt(5, minimum=1)
+    label_smoothing: float = _opt(
+        0.0, minimum=0.0, below=1.0, help="share of each label spread over all classes "
+        "(torchvision's recipe: 0.1); labels then travel as one-hot rows")
     fine_tune_epochs: int = _opt(
         0, minimum=0, help="transfer: phase 2 epochs, backbone unfrozen, after train.epochs"
     )

@@ -118,7 +118,8 @@ def _split(scan: FolderScan, index, seed, input_context) -> Split:
     def to_image(path):
         return decode_image(tf.io.read_file(path))
 
-    return Split(items, to_image, len(paths), f"folder:{digest.hexdigest()}")
+    return Split(items, to_image, len(paths), f"folder:{digest.hexdigest()}",
+                 to_encoded=tf.io.read_file)
 
 
 def load_folder(data_cfg, seed, input_context=None) -> SourceData:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from tfvision import fs
-from tfvision.data.augment import BatchAugment
+from tfvision.data.augment import BatchAugment, crop_kind, original_crops
 
 AUTOTUNE = tf.data.AUTOTUNE
 MEMORY_SHARE = 0.5  # of the memory available now, for all of a run's in-memory caches
@@ -193,14 +193,15 @@ def resolve_autotune(value) -> bool:
 
 
 def make_pipeline(split, data_cfg, preset, batch_size, *, training, seed, cache, num_classes,
-                  shard_policy):
+                  shard_policy, one_hot=False):
     """A source split → batches of (float32 RGB [B, H, W, 3] in [0, 255], labels).
 
     Training images are resized to ``preset.image_size`` and augmented batch-wise;
     validation images go through ``preset``, as evaluation and the exports do.
 
-    Labels are int64 class ids, or one-hot rows when MixUp/CutMix mix them (then in both
-    splits, so one loss and one set of metrics serve training and validation).
+    Labels are int64 class ids, or one-hot rows (``one_hot``: MixUp/CutMix mix them, or the
+    loss smooths them; then in both splits, so one loss and one set of metrics serve
+    training and validation).
     """
     options = tf.data.Options()
     options.deterministic = bool(data_cfg.deterministic) or not training
@@ -215,8 +216,14 @@ def make_pipeline(split, data_cfg, preset, batch_size, *, training, seed, cache,
 
     size = preset.image_size
     fit = (lambda image: resize(image, size)) if training else preset
+    # Random resized crops are cut from the originals: their encoded bytes are what is
+    # cached (the plan's estimate, decoded at image_size, is the larger for photos).
+    originals = (training and split.to_encoded is not None
+                 and crop_kind(data_cfg.augment, size) == "resized_crop")
 
     def load(x, label):
+        if originals:
+            return split.to_encoded(x), label
         return tf.cast(fit(split.to_image(x)), tf.uint8), label
 
     ds = items.map(load, num_parallel_calls=AUTOTUNE)
@@ -228,7 +235,17 @@ def make_pipeline(split, data_cfg, preset, batch_size, *, training, seed, cache,
     # left out differs every epoch, as the order does.
     ds = ds.batch(batch_size, drop_remainder=training and split.size >= batch_size,
                   num_parallel_calls=AUTOTUNE)
-    finish = BatchAugment(data_cfg, size, num_classes, training=training, seed=seed)
+    finish = BatchAugment(data_cfg, size, num_classes, training=training, seed=seed,
+                          one_hot=one_hot)
+    if originals:
+        def cut(encoded, labels):
+            return original_crops(encoded, size, data_cfg.augment != "none",
+                                  finish.batch_seed(encoded),
+                                  data_cfg.crop_scale, data_cfg.crop_ratio, resize), labels
+
+        ds = ds.map(cut, num_parallel_calls=AUTOTUNE)
+        finish = BatchAugment(data_cfg, size, num_classes, training=training, seed=seed,
+                              one_hot=one_hot, cropped=True)
     ds = ds.map(finish, num_parallel_calls=AUTOTUNE)
     return ds.with_options(options).prefetch(AUTOTUNE)
 

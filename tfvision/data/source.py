@@ -36,7 +36,8 @@ class Split:
     tf.distribute splits it between workers, a ``tf.data.experimental.AutoShardPolicy`` name:
     ``"file"`` for a split in several TFRecord files (each worker reads its own files; needs
     at least as many files as workers), else ``"data"``. (A name, so this module and the
-    folder scan need no TensorFlow.)
+    folder scan need no TensorFlow.) ``to_encoded`` turns one ``x`` into the original's
+    encoded bytes, for crops cut from originals; None where there are none (pixels).
     """
 
     items: Callable  # (shuffle: bool) -> tf.data.Dataset
@@ -44,6 +45,7 @@ class Split:
     size: int
     fingerprint: str
     shard_policy: str = "data"
+    to_encoded: Callable | None = None
 
 
 @dataclass

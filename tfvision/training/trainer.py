@@ -93,10 +93,12 @@ def make_optimizer(train_cfg, steps_per_epoch):
 def compile_model(model, train_cfg, num_classes, steps_per_epoch, one_hot_labels=False,
                   **compile_options):
     """Cross-entropy on logits; ``one_hot_labels`` when the data's labels are one-hot rows
-    (``Dataset.one_hot_labels``: MixUp/CutMix make them soft), else class ids."""
+    (``Dataset.one_hot_labels``: MixUp/CutMix make them soft; label smoothing needs them),
+    else class ids."""
     top_k = min(train_cfg.top_k, num_classes)
     if one_hot_labels:
-        loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+        loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=train_cfg.label_smoothing)
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"),
                    keras.metrics.TopKCategoricalAccuracy(k=top_k, name="top_k_accuracy")]
     else:
