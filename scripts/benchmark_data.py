@@ -9,7 +9,10 @@ then runs the benchmark commands it prints:
    also with data.cache=none: decoding beside the step every epoch, as for data too big to
    cache);
 2. 32x32 PNG folder (CIFAR-like) against the seed's CNN: a step fed by the real pipeline
-   must be within 5% of a step on a constant in-memory batch.
+   must be within 5% of a step on a constant in-memory batch;
+3. the random-resized-crop step alone on the 375x500 JPEGs at 224, images/s: tfvision's
+   (``decode_and_crop_jpeg``: only the crop is decoded) against decoding the whole JPEG and
+   then cropping, on the same boxes.
 
     python scripts/benchmark_data.py [--dir /tmp/tfvision-bench] [--steps 10]
 """
@@ -49,6 +52,50 @@ def make_folder(root: Path, classes, per_class, size, encode):
             (folder / f"{i:04d}.{encode}").write_bytes(data.numpy())
 
 
+def crop_step_rates(folder: Path, size=224, batch=32, rounds=3) -> dict:
+    """Images/s of random resized crops from the JPEGs' bytes, two ways, best of ``rounds``."""
+    import time
+
+    import tensorflow as tf
+
+    from tfvision.data import augment
+    from tfvision.data.pipeline import resize
+
+    encoded = [p.read_bytes() for p in sorted(folder.rglob("*.jpg"))]
+    size = (size, size)
+
+    def whole_then_crop(batch_bytes, seed):
+        shapes = tf.map_fn(lambda e: tf.image.extract_jpeg_shape(e)[:2], batch_bytes,
+                           fn_output_signature=tf.int32)
+        top, left, h, w = augment.crop_boxes(shapes[:, 0], shapes[:, 1], seed)
+
+        def one(args):
+            e, t, l, hh, ww = args
+            image = tf.io.decode_jpeg(e, channels=3)[t:t + hh, l:l + ww]
+            return tf.cast(resize(image, size), tf.uint8)
+
+        return tf.map_fn(one, (batch_bytes, top, left, h, w), parallel_iterations=8,
+                         fn_output_signature=tf.TensorSpec([*size, 3], tf.uint8))
+
+    ways = {
+        "decode_and_crop_jpeg (tfvision)": lambda b, seed: augment.original_crops(
+            b, size, False, seed, (0.08, 1.0), (3 / 4, 4 / 3), resize),
+        "decode whole, then crop": whole_then_crop,
+    }
+    rates = {}
+    for name, crop in ways.items():
+        ds = tf.data.Dataset.from_tensor_slices(encoded).batch(batch).map(
+            lambda b, crop=crop: crop(b, tf.constant([1, 2], tf.int64)),
+            num_parallel_calls=tf.data.AUTOTUNE)
+        best = 0.0
+        for _ in range(rounds):
+            start = time.perf_counter()
+            count = sum(int(images.shape[0]) for images in ds)
+            best = max(best, count / (time.perf_counter() - start))
+        rates[name] = best
+    return rates
+
+
 def run(args):
     print("$", " ".join(args), flush=True)
     subprocess.run(args, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
@@ -76,6 +123,14 @@ def main():
          "--set", f"data.path={small}", "--set", "data.image_size=32",
          "--set", "data.batch_size=64", "--set", "data.augment=crop_flip",
          "--steps", str(max(args.steps, 30))])
+    sys.path.insert(0, str(Path(__file__).parent))
+    from benchmark import machine
+
+    print("machine:", machine())
+    rates = crop_step_rates(jpeg)
+    base = rates["decode whole, then crop"]
+    for name, rate in rates.items():
+        print(f"random resized crops at 224, {name}: {rate:.0f} images/s ({rate / base:.2f}x)")
 
 
 if __name__ == "__main__":
