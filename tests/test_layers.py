@@ -1,9 +1,9 @@
 """The import direction: each part of tfvision imports only the parts below it.
 
 From the bottom: errors, config (what the user wrote), rundir (where a run lives), data
-and models (side by side, neither importing the other), export, training, inference, and the
-CLI and public API on top. Imports inside functions count too: a lazy import must not hide
-an arrow that points up.
+and models (side by side, neither importing the other), export, evaluation, training (which
+writes a report when it finishes), inference, and the CLI and public API on top. Imports
+inside functions count too: a lazy import must not hide an arrow that points up.
 """
 
 import ast
@@ -16,6 +16,7 @@ LAYERS = [
     {"tfvision.rundir"},
     {"tfvision.data", "tfvision.models"},
     {"tfvision.export"},
+    {"tfvision.evaluation"},
     {"tfvision.training"},
     {"tfvision.inference"},
     {"tfvision.cli", "tfvision"},

@@ -19,7 +19,7 @@ _EXPORTS = {
     "load_torch_weights": "tfvision.models",
     "load_dataset": "tfvision.data.dataset",
     "train": "tfvision.training",
-    "evaluate": "tfvision.training",
+    "evaluate": "tfvision.evaluation",
     "export_model": "tfvision.export.savedmodel",
     "predict": "tfvision.inference",
 }

@@ -152,15 +152,40 @@ def _launch_workers(cfg, workers, config, overrides, run_dir):
               help="Config to evaluate with (default: the run's own config.yaml).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a config value (parsed as YAML); repeatable.")
-def evaluate(target, config, overrides):
-    """Loss, accuracy and top-k accuracy on the validation split of RUN_DIR or MODEL.keras."""
+@click.option("--data", default=None, metavar="SOURCE",
+              help="Evaluate on all of SOURCE: an image folder, a TFRecord file pattern or "
+                   "tfds:NAME[:SPLIT] (default: the config's validation split).")
+@click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
+              metavar="DIR", help="Write report.json, the pictures and report.html to DIR.")
+@click.option("--corruptions", is_flag=True,
+              help="Also evaluate under 6 corruptions at severities 1-5 (ImageNet-C style).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
+def evaluate(target, config, overrides, data, report_dir, corruptions, as_json):
+    """Per-class metrics, confusion, calibration (and robustness) of TARGET: a run dir, a
+    .keras file, or an export (a version, or a model folder: its latest) called through
+    its serving_default as TF Serving calls it."""
     from tfvision.config import load_config
 
     cfg = load_config(config, overrides) if config else None
-    from tfvision.training import evaluate as run_evaluation
+    from tfvision.evaluation import evaluate as run_evaluation
 
-    for key, value in run_evaluation(target, cfg, () if config else overrides).items():
-        click.echo(f"{key}: {value:.4f}")
+    report = run_evaluation(target, cfg, () if config else overrides, data=data,
+                            corruptions=corruptions, report_dir=report_dir,
+                            progress=lambda text: click.echo(text, err=True))
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    cal = report["calibration"]
+    lines = {"examples": report["num_examples"], "loss": report["loss"],
+             "accuracy": report["accuracy"], "top_k_accuracy": report["top_k_accuracy"],
+             "macro_f1": report["macro_avg"]["f1"], "ece": cal["ece"],
+             "temperature": cal["temperature"], "ece_calibrated": cal["ece_calibrated"]}
+    if corruptions:
+        lines["corruption_accuracy"] = report["corruptions"]["mean_accuracy"]
+    for key, value in lines.items():
+        click.echo(f"{key}: {value}" if isinstance(value, int) else f"{key}: {value:.4f}")
+    if report_dir:
+        click.echo(f"report: {os.path.join(report_dir, 'report.html')}")
 
 
 @main.command()

@@ -36,7 +36,8 @@ class Split:
     tf.distribute splits it between workers, a ``tf.data.experimental.AutoShardPolicy`` name:
     ``"file"`` for a split in several TFRecord files (each worker reads its own files; needs
     at least as many files as workers), else ``"data"``. (A name, so this module and the
-    folder scan need no TensorFlow.)
+    folder scan need no TensorFlow.) ``names``: a readable name per item in the order of
+    ``items(False)`` (file paths), for sources that have one; reports name examples by it.
     """
 
     items: Callable  # (shuffle: bool) -> tf.data.Dataset
@@ -44,6 +45,7 @@ class Split:
     size: int
     fingerprint: str
     shard_policy: str = "data"
+    names: list | None = None
 
 
 @dataclass

@@ -15,6 +15,7 @@ import tensorflow as tf
 from tfvision.data.pipeline import decode_image, resize
 from tfvision.errors import ExportError
 from tfvision.export import serving
+from tfvision.export.loaded import write_metadata
 from tfvision.export.serving import (
     BYTES_SIGNATURE,
     EXAMPLE_SIGNATURE,
@@ -65,12 +66,12 @@ def probe_inputs(encoded) -> dict:
     }
 
 
-def _check_export(path, model, class_names, encoded) -> None:
+def _check_export(path, model, class_names, encoded, temperature) -> None:
     """Reload ``path`` and compare every signature with the in-memory model on ``encoded``."""
     size = model.input_shape[1:3]
     images = tf.stack([resize(decode_image(tf.constant(e)), size) for e in encoded])
     logits = tf.cast(model(images, training=False), tf.float32).numpy()
-    expected = {"logits": logits, "probabilities": tf.nn.softmax(logits).numpy()}
+    expected = {"logits": logits, "probabilities": tf.nn.softmax(logits / temperature).numpy()}
     loaded = tf.saved_model.load(str(path))
     for name, calls in probe_inputs(encoded).items():
         outputs = [loaded.signatures[name](**call) for call in calls]
@@ -83,8 +84,13 @@ def _check_export(path, model, class_names, encoded) -> None:
                 raise ExportError(f"the {name} signature's class_names do not match class_ids")
 
 
-def export_model(model, export_dir, class_names, version=None, top_k=5) -> Path:
-    """Write ``model`` as the next (or the given) version under ``export_dir``; return its path."""
+def export_model(model, export_dir, class_names, version=None, top_k=5,
+                 temperature=1.0) -> Path:
+    """Write ``model`` as the next (or the given) version under ``export_dir``; return its path.
+
+    ``temperature`` is baked into ``probabilities`` and ``scores`` and recorded in
+    ``assets.extra/tfvision.json`` (``tfvision.export.loaded``).
+    """
     if model.output_shape[-1] != len(class_names):
         raise ExportError(f"the model has {model.output_shape[-1]} outputs but "
                           f"{len(class_names)} class names were given")
@@ -94,7 +100,7 @@ def export_model(model, export_dir, class_names, version=None, top_k=5) -> Path:
         # No archive.track(model): the endpoints' variables are tracked anyway, and tracking
         # the model as well stores every weight twice (keras-team/keras#23553).
         archive = keras.export.ExportArchive()
-        for name, fn in serving_functions(model, class_names, top_k).items():
+        for name, fn in serving_functions(model, class_names, top_k, temperature).items():
             archive.add_endpoint(name, fn)
         archive.write_out(str(tmp), verbose=False)
         if has_api:
@@ -103,7 +109,8 @@ def export_model(model, export_dir, class_names, version=None, top_k=5) -> Path:
                 serving.predict_request(model_name, name, calls[0])
                 for name, calls in probe_inputs(encoded[:1]).items()
             ])
-        _check_export(tmp, model, class_names, encoded)
+        write_metadata(tmp, temperature)
+        _check_export(tmp, model, class_names, encoded, temperature)
     if has_api:
         serving.update_models_config(export_dir)
     else:

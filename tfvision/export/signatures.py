@@ -16,15 +16,19 @@ from tfvision.export.serving import (
 )
 
 
-def serving_functions(model, class_names, top_k) -> dict:
-    """``{signature name: tf.function}`` for ``model``, with ``top_k`` classes per image."""
+def serving_functions(model, class_names, top_k, temperature=1.0) -> dict:
+    """``{signature name: tf.function}`` for ``model``, with ``top_k`` classes per image.
+
+    ``temperature`` (``tfvision export --calibrate``) divides the logits before the softmax
+    of ``probabilities`` and ``scores``; ``logits`` stay the model's own.
+    """
     size = tuple(model.input_shape[1:3])
     names = tf.constant(list(class_names))
     k = min(top_k, len(class_names))
 
     def answer(images):
         logits = tf.cast(model(images, training=False), tf.float32)
-        probabilities = tf.nn.softmax(logits)
+        probabilities = tf.nn.softmax(logits / temperature)
         scores, class_ids = tf.math.top_k(probabilities, k=k)
         return {
             "probabilities": probabilities,

@@ -1,0 +1,99 @@
+"""``tfvision evaluate``: one pass over a set, the report's numbers, and the report folder.
+
+``report.json`` is written first and always; the pictures and the page (``plots``,
+``page``) need matplotlib, the ``report`` extra.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tfvision import rundir
+from tfvision.errors import DataError, MissingExtraError
+from tfvision.evaluation import corruptions as corrupting
+from tfvision.evaluation import metrics, targets
+from tfvision.evaluation.collect import collect
+
+MISSING_MATPLOTLIB = ('the report\'s pictures need matplotlib: pip install "tfvision[report]" '
+                      "(report.json needs nothing)")
+
+
+def have_matplotlib() -> bool:
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def robustness(target, pixels, clean_accuracy, seed, progress=None) -> dict:
+    """Accuracy and ECE under every corruption and severity, their mean and the drop."""
+    results = {}
+    for name in corrupting.CORRUPTIONS:
+        rows = []
+        for severity in corrupting.SEVERITIES:
+            batches = corrupting.corrupt(pixels, name, severity, seed)
+            if target.takes_bytes:
+                batches = batches.map(lambda x, y: (targets.encode_batch(x), y))
+            found = collect(target.logits_of, batches, keep=0)
+            probabilities = metrics.softmax(found.logits)
+            rows.append({"severity": severity,
+                         "accuracy": float((found.logits.argmax(1) == found.labels).mean()),
+                         "ece": metrics.ece(probabilities, found.labels)})
+            if progress:
+                progress(f"{name} {severity}: accuracy {rows[-1]['accuracy']:.4f}")
+        results[name] = rows
+    mean = float(np.mean([r["accuracy"] for rows in results.values() for r in rows]))
+    return {"seed": seed, "severities": list(corrupting.SEVERITIES), "results": results,
+            "clean_accuracy": clean_accuracy, "mean_accuracy": mean,
+            "drop": clean_accuracy - mean}
+
+
+def evaluate(target, config=None, overrides=(), data=None, corruptions=False,
+             report_dir=None, pictures=True, model=None, dataset=None, overlay=None,
+             progress=None) -> dict:
+    """The report of ``target`` (a run dir, a ``.keras`` file or an export) on the
+    validation split of its config, or on all of ``data``; written to ``report_dir``.
+
+    ``pictures``: True (needs matplotlib), False (report.json only) or ``"auto"`` (when
+    matplotlib is installed). ``model`` and ``dataset`` (from ``load_dataset``): what
+    training has in memory, used instead of loading them again. ``overlay``: see
+    ``plots.mistakes``. ``progress(text)`` hears about the corruption sweep.
+    """
+    if pictures is True and report_dir is not None and not have_matplotlib():
+        raise MissingExtraError(MISSING_MATPLOTLIB)
+    target = targets.resolve(target, config, overrides, data, model)
+    sets = targets.batches(target, with_pixels=corruptions, dataset=dataset)
+    found = collect(target.logits_of, sets.clean)
+    if not len(found.labels):
+        raise DataError(f"no examples to evaluate {target.path} on")
+    report = metrics.summarize(found.logits, found.labels, target.class_names,
+                               target.config.train.top_k)
+    names = target.class_names
+    report["mistakes"] = [
+        {"image": sets.names[m.index] if sets.names else f"#{m.index}",
+         "true": names[m.true], "predicted": names[m.predicted], "score": m.score}
+        for m in found.mistakes
+    ]
+    if corruptions:
+        report["corruptions"] = robustness(target, sets.pixels, report["accuracy"],
+                                           target.config.train.seed, progress)
+    if report_dir is not None:
+        write(report_dir, report, target, found, pictures, overlay)
+    return report
+
+
+def write(report_dir, report, target, found, pictures, overlay) -> None:
+    """report.json, then (with matplotlib) the PNGs and report.html."""
+    out = Path(report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rundir.write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    if pictures == "auto" and not have_matplotlib():
+        print(f"{out}/report.json written; {MISSING_MATPLOTLIB}")
+        return
+    if not pictures:
+        return
+    from tfvision.evaluation import page, plots
+
+    history = Path(rundir.run_file(target.run_dir, "history")) if target.run_dir else None
+    thumbnails = [targets.thumbnail(target, m.image) for m in found.mistakes]
+    drawn = plots.draw_all(out, report, found, thumbnails, history, overlay)
+    page.write_page(out / "report.html", report, drawn)

@@ -1,0 +1,70 @@
+"""Reading a tfvision export back: its ``serving_default``, class names and temperature.
+
+Prediction and evaluation both call an export exactly as TF Serving does (encoded image
+bytes into ``serving_default``); this is the one place that finds what they need in it.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import tensorflow as tf
+
+from tfvision.errors import ModelError
+from tfvision.export.serving import BYTES_SIGNATURE, INPUT_NAMES
+from tfvision.export.versions import existing_versions
+
+METADATA_FILE = Path("assets.extra") / "tfvision.json"  # beside the warmup records
+
+
+@dataclass
+class LoadedExport:
+    path: Path
+    signature: object  # the serving_default concrete function
+    class_names: list
+    temperature: float  # baked into probabilities and scores (1.0: not calibrated)
+    saved_model: object  # holds the variables the signature reads
+
+    def __call__(self, encoded) -> dict:
+        """The signature's outputs for a batch of encoded images (a string tensor)."""
+        return self.signature(**{INPUT_NAMES[BYTES_SIGNATURE]: encoded})
+
+
+def latest_version(model: Path) -> Path:
+    """A TF Serving model folder (``DIR/<version>/``) stands for its highest version."""
+    versions = existing_versions(model)
+    return model / str(versions[-1]) if versions else model
+
+
+def is_export(path) -> bool:
+    return (latest_version(Path(path)) / "saved_model.pb").exists()
+
+
+def _class_names(signature, path) -> list:
+    """Every class name of a tfvision export. Its outputs name only the top ``export.top_k``
+    classes; the full list is the string constant the signature captures to gather them."""
+    num_classes = signature.structured_outputs["probabilities"].shape[-1]
+    lists = [c for c in signature.captured_inputs
+             if c.dtype == tf.string and c.shape == (num_classes,)]
+    if len(lists) != 1:
+        raise ModelError(f"{path}: cannot find the list of its {num_classes} class names in "
+                         "serving_default (not an export written by tfvision?)")
+    return [n.decode() for n in lists[0].numpy()]
+
+
+def write_metadata(version_dir, temperature: float) -> None:
+    path = Path(version_dir) / METADATA_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"temperature": temperature}) + "\n")
+
+
+def load_export(path) -> LoadedExport:
+    """An export version, or a model folder of versions (its latest)."""
+    path = latest_version(Path(path))
+    loaded = tf.saved_model.load(str(path))
+    if BYTES_SIGNATURE not in loaded.signatures:
+        raise ModelError(f"{path} has no {BYTES_SIGNATURE} signature")
+    signature = loaded.signatures[BYTES_SIGNATURE]
+    metadata = path / METADATA_FILE
+    temperature = json.loads(metadata.read_text())["temperature"] if metadata.exists() else 1.0
+    return LoadedExport(path, signature, _class_names(signature, path), temperature, loaded)
