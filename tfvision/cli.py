@@ -199,7 +199,10 @@ def evaluate(target, config, overrides, data, report_dir, corruptions, as_json):
               default="saved_model", show_default=True)
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
               help="Classes per image in the answers (default: export.top_k of the run).")
-def export(target, export_dir, version, fmt, top_k):
+@click.option("--calibrate", is_flag=True,
+              help="Fit a temperature on the validation split (minimum NLL) and bake it into "
+                   "the probabilities and scores (logits stay raw).")
+def export(target, export_dir, version, fmt, top_k, calibrate):
     """Export a run's model (or a .keras file in a run) for TF Serving or TFLite."""
 
     from tfvision import rundir
@@ -209,9 +212,19 @@ def export(target, export_dir, version, fmt, top_k):
     cfg = rundir.load_run_config(run_dir)
     model = rundir.load_model(model_path)
     export_dir = export_dir or rundir.default_export_dir(run_dir, cfg, fmt)
+    if calibrate and fmt != "saved_model":
+        raise click.UsageError("--calibrate is for saved_model exports")
     if fmt == "saved_model":
+        temperature = 1.0
+        if calibrate:
+            from tfvision.evaluation.report import calibrate as fit
+
+            fitted = fit(model_path, model=model)
+            temperature = fitted["temperature"]
+            click.echo(f"temperature: {temperature:.4f} (fitted on the validation split: NLL "
+                       f"{fitted['nll']:.4f} -> {fitted['nll_calibrated']:.4f})")
         path = export_model(model, export_dir, rundir.read_class_names(run_dir), version=version,
-                            top_k=top_k or cfg.export.top_k)
+                            top_k=top_k or cfg.export.top_k, temperature=temperature)
         click.echo(f"exported: {path}")
         return
     from tfvision.data.dataset import load_dataset
@@ -227,22 +240,78 @@ def export(target, export_dir, version, fmt, top_k):
 
 @main.command()
 @click.argument("model", type=click.Path())
-@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
               help="How many classes per image.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
-def predict(model, images, top_k, as_json):
-    """Classify IMAGES with MODEL: an export (a version, or a folder of versions: the latest)
-    answering through its serving_default, or a .keras file."""
-    from tfvision.inference import predict as run_prediction
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE.csv|FILE.jsonl", help="Write the predictions to FILE instead.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+def predict(model, paths, top_k, as_json, output, batch_size):
+    """Classify images with MODEL: an export (a version, or a folder of versions: the latest)
+    answering through its serving_default, or a .keras file.
 
-    for result in run_prediction(model, images, top_k=top_k):
+    PATH: image files, folders (searched recursively) or globs. Files that cannot be read
+    are named and skipped, and the exit code is then 1.
+    """
+    from tfvision.inference import predict_stream
+
+    if output and not output.endswith((".csv", ".jsonl")):
+        raise click.UsageError(f"--output {output}: give a .csv or a .jsonl file")
+    skipped = []
+    with click.progressbar(length=1, label="predicting", file=sys.stderr) as bar:
+        def progress(done, total):
+            bar.length = total
+            bar.update(done - bar.pos)
+
+        results = predict_stream(model, paths, top_k=top_k, batch_size=batch_size,
+                                 skipped=skipped, progress=progress)
+        count = (_write_predictions(results, output, top_k) if output
+                 else _print_predictions(results, as_json))
+    for item in skipped:
+        click.echo(f"warning: skipped {item}", err=True)
+    if output:
+        click.echo(f"wrote {count} predictions to {output}")
+    if skipped:
+        click.echo(f"{len(skipped)} path(s) skipped", err=True)
+        sys.exit(1)
+
+
+def _print_predictions(results, as_json) -> int:
+    count = 0
+    for count, result in enumerate(results, 1):
         if as_json:
             click.echo(json.dumps(result))
         else:
             best = ", ".join(f"{n} ({s:.3f})" for n, s in zip(result["class_names"],
                                                              result["scores"]))
             click.echo(f"{result['image']}: {best}")
+    return count
+
+
+def _write_predictions(results, output, top_k) -> int:
+    """CSV: image, class_name, score (the best), then class_N, score_N for the top k;
+    JSONL: one object per image, as --json prints."""
+    import csv
+
+    count = 0
+    with open(output, "w", newline="") as f:
+        if output.endswith(".jsonl"):
+            for count, result in enumerate(results, 1):
+                f.write(json.dumps(result) + "\n")
+            return count
+        writer = csv.writer(f)
+        for count, result in enumerate(results, 1):
+            if count == 1:
+                k = len(result["scores"])
+                writer.writerow(["image", "class_name", "score",
+                                 *[f"{key}_{n}" for n in range(1, k + 1)
+                                   for key in ("class", "score")]])
+            names, scores = result["class_names"], result["scores"]
+            writer.writerow([result["image"], names[0], f"{scores[0]:.6g}",
+                             *[v for name, score in zip(names, scores)
+                               for v in (name, f"{score:.6g}")]])
+    return count
 
 
 @main.command("serving-request")

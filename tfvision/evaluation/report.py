@@ -47,6 +47,16 @@ def robustness(target, pixels, clean_accuracy, seed, progress=None) -> dict:
             "drop": clean_accuracy - mean}
 
 
+def calibrate(target, model=None) -> dict:
+    """The temperature minimising the NLL of a run's model on its validation split
+    (``tfvision export --calibrate``), with the NLL before and after."""
+    target = targets.resolve(target, model=model)
+    found = collect(target.logits_of, targets.batches(target).clean, keep=0)
+    temperature = metrics.fit_temperature(found.logits, found.labels)
+    return {"temperature": temperature, "nll": metrics.nll(found.logits, found.labels),
+            "nll_calibrated": metrics.nll(found.logits / temperature, found.labels)}
+
+
 def evaluate(target, config=None, overrides=(), data=None, corruptions=False,
              report_dir=None, pictures=True, model=None, dataset=None, overlay=None,
              progress=None) -> dict:
