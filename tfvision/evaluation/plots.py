@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from tfvision.evaluation import metrics
 
@@ -93,6 +94,7 @@ def curves(history_csv, path) -> str | None:
             values = [float(r[prefix + key]) if r.get(prefix + key) else np.nan for r in rows]
             ax.plot(epochs, values, style, markersize=3, label=f"{prefix or 'train_'}{key}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(key, fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)

@@ -4,7 +4,6 @@
 ``page``) need matplotlib, the ``report`` extra.
 """
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -21,7 +20,11 @@ MISSING_MATPLOTLIB = ('the report\'s pictures need matplotlib: pip install "tfvi
 
 
 def have_matplotlib() -> bool:
-    return importlib.util.find_spec("matplotlib") is not None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def robustness(target, pixels, clean_accuracy, seed, progress=None) -> dict:
