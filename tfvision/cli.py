@@ -4,6 +4,7 @@ TensorFlow is imported inside each command, never at module level, so ``tfvision
 answers instantly. User errors (``tfvision.errors``) print one line and exit with code 2.
 """
 
+import contextlib
 import importlib.abc
 import importlib.util
 import json
@@ -258,11 +259,13 @@ def predict(model, paths, top_k, as_json, output, batch_size):
 
     if output and not output.endswith((".csv", ".jsonl")):
         raise click.UsageError(f"--output {output}: give a .csv or a .jsonl file")
-    skipped = []
-    with click.progressbar(length=1, label="predicting", file=sys.stderr) as bar:
-        def progress(done, total):
-            bar.length = total
-            bar.update(done - bar.pos)
+    skipped, shown = [], {}
+    with contextlib.ExitStack() as stack:
+        def progress(done, total):  # the bar appears with the first batch, once paths are checked
+            if not shown:
+                shown["bar"] = stack.enter_context(click.progressbar(
+                    length=total, label="predicting", file=sys.stderr))
+            shown["bar"].update(done - shown["bar"].pos)
 
         results = predict_stream(model, paths, top_k=top_k, batch_size=batch_size,
                                  skipped=skipped, progress=progress)
