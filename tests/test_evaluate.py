@@ -173,3 +173,18 @@ def test_corruption_sweep_reports_every_corruption_and_severity(trained_run, tmp
     assert contrast[-1] < contrast[0] - 0.3  # a nearly flat image is hard to read
     assert (tmp_path / "corruptions.png").read_bytes().startswith(PNG)
     assert "corruption_accuracy: " in done.stdout
+
+
+def test_the_mistakes_gallery_draws_an_overlay_per_mistake(trained_run, tmp_path):
+    """The hook for explanations (Grad-CAM from tfvision.explain): called with each
+    mistake's picture and its predicted class id, drawn beside it."""
+    calls = []
+
+    def overlay(image, class_id):
+        calls.append((image.shape, class_id))
+        return 255 - image
+
+    report = evaluate(trained_run.run_dir, report_dir=tmp_path, overlay=overlay)
+    names = report["class_names"]
+    assert calls == [((16, 16, 3), names.index(m["predicted"])) for m in report["mistakes"]]
+    assert (tmp_path / "mistakes.png").read_bytes().startswith(PNG)

@@ -37,5 +37,5 @@ def test_the_report_page_shows_every_image_in_chromium(trained_run, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert pixels.shape[:2] == (1600, 1200)
     not_white = (pixels < 235).any(axis=2).mean()
-    assert not_white > 0.05, f"only {not_white:.1%} of the screenshot is not white"
+    assert not_white > 0.01, f"only {not_white:.1%} of the screenshot is not white"  # blank: 0
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100  # text and plots, not a fill

@@ -167,10 +167,10 @@ def evaluate(target, config, overrides, data, report_dir, corruptions, as_json):
     its serving_default as TF Serving calls it."""
     from tfvision.config import load_config
 
-    cfg = load_config(config, overrides) if config else None
+    cfg = load_config(config) if config else None
     from tfvision.evaluation import evaluate as run_evaluation
 
-    report = run_evaluation(target, cfg, () if config else overrides, data=data,
+    report = run_evaluation(target, cfg, overrides, data=data,
                             corruptions=corruptions, report_dir=report_dir,
                             progress=lambda text: click.echo(text, err=True))
     if as_json:

@@ -30,33 +30,27 @@ class Predictions:
     mistakes: list  # Mistake, most confident first
 
 
-def collect(logits_of, batches, keep=MISTAKES, progress=None) -> Predictions:
-    """Run ``logits_of(inputs)`` (a NumPy array back) on every ``(inputs, labels)`` batch.
-
-    One-hot label rows (MixUp/CutMix configs) become class ids. ``progress(n)`` is called
-    with the number of examples done after each batch.
-    """
+def collect(logits_of, batches, keep=MISTAKES) -> Predictions:
+    """Run ``logits_of(inputs)`` (float32 NumPy logits back) on every ``(inputs, class
+    ids)`` batch, keeping the ``keep`` most confident mistakes."""
     all_logits, all_labels, mistakes = [], [], []
     done = 0
     for inputs, labels in batches:
-        logits = np.asarray(logits_of(inputs), np.float32)
+        logits = logits_of(inputs)
         labels = labels.numpy()
-        if labels.ndim == 2:
-            labels = labels.argmax(axis=1)
         all_logits.append(logits)
         all_labels.append(labels)
-        if keep:
-            probabilities = softmax(logits)
-            predicted = probabilities.argmax(axis=1)
-            score = probabilities.max(axis=1)
+        predicted = logits.argmax(axis=1)
+        wrong = np.flatnonzero(predicted != labels)
+        if keep and len(wrong):  # scores for the wrong rows only: the pass stays cheap
+            score = softmax(logits[wrong]).max(axis=1)
             floor = mistakes[-1].score if len(mistakes) == keep else -1.0
-            for i in np.flatnonzero((predicted != labels) & (score > floor)):
-                mistakes.append(Mistake(done + int(i), int(labels[i]), int(predicted[i]),
-                                        float(score[i]), inputs[i].numpy()))
+            for i, s in zip(wrong, score):
+                if s > floor:
+                    mistakes.append(Mistake(done + int(i), int(labels[i]), int(predicted[i]),
+                                            float(s), inputs[i].numpy()))
             mistakes = sorted(mistakes, key=lambda m: -m.score)[:keep]
         done += len(labels)
-        if progress:
-            progress(done)
     if not all_logits:
         return Predictions(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), [])
     return Predictions(np.concatenate(all_logits), np.concatenate(all_labels).astype(np.int64),

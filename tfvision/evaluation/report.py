@@ -35,7 +35,7 @@ def robustness(target, pixels, clean_accuracy, seed, progress=None) -> dict:
         for severity in corrupting.SEVERITIES:
             batches = corrupting.corrupt(pixels, name, severity, seed)
             if target.takes_bytes:
-                batches = batches.map(lambda x, y: (targets.encode_batch(x), y))
+                batches = batches.map(targets.encode_pair)
             found = collect(target.logits_of, batches, keep=0)
             probabilities = metrics.softmax(found.logits)
             rows.append({"severity": severity,

@@ -76,7 +76,9 @@ def resolve(target, config: Config | None = None, overrides=(), data: str | None
         config = config or rundir.load_run_config(run_dir)
         model = model or rundir.load_model(model_path)
         class_names = rundir.read_class_names(run_dir)
-        call = tf.function(lambda images: tf.cast(model(images, training=False), tf.float32))
+        @tf.function
+        def call(images):
+            return tf.cast(model(images, training=False), tf.float32)
 
         def logits_of(images):
             return call(images).numpy()
@@ -103,10 +105,18 @@ def _class_ids(labels, mapping):
     return tf.gather(mapping, tf.cast(labels, tf.int64))
 
 
+def _png(image):
+    return tf.io.encode_png(tf.cast(image, tf.uint8))
+
+
 def encode_batch(images):
     """A batch of pixels as PNG bytes: lossless, so an export decodes exactly these pixels."""
-    return tf.map_fn(lambda image: tf.io.encode_png(tf.cast(image, tf.uint8)), images,
-                     fn_output_signature=tf.string)
+    return tf.map_fn(_png, images, fn_output_signature=tf.string)
+
+
+def encode_pair(images, labels):
+    """``encode_batch`` for ``(images, labels)`` batches (corrupted pixels to an export)."""
+    return encode_batch(images), labels
 
 
 @dataclass
@@ -117,7 +127,6 @@ class Batches:
     clean: tf.data.Dataset
     pixels: tf.data.Dataset | None
     names: list | None  # a readable name per example (file paths), when the source has one
-    size: int
 
 
 def batches(target: Target, with_pixels=False, dataset=None) -> Batches:
@@ -130,18 +139,24 @@ def batches(target: Target, with_pixels=False, dataset=None) -> Batches:
     if not target.takes_bytes or with_pixels:
         data = dataset or load_dataset(config)
         mapping = _label_map(data.class_names, target.class_names)
-        pixels = data.validation.map(lambda x, y: (x, _class_ids(y, mapping)))
-        names, size = data.validation_names, data.validation_size
+
+        def relabel(images, labels):
+            return images, _class_ids(labels, mapping)
+
+        pixels = data.validation.map(relabel)
+        names = data.validation_names
     if not target.takes_bytes:
-        return Batches(pixels, pixels, names, size)
+        return Batches(pixels, pixels, names)
     source = load_source(config)
     split = source.validation
     mapping = _label_map(source.class_names, target.class_names)
-    clean = split.items(False).map(
-        lambda x, y: (tf.io.encode_png(split.to_image(x)), tf.gather(mapping, y)),
-        num_parallel_calls=AUTOTUNE, deterministic=True,
-    ).batch(config.data.batch_size).prefetch(AUTOTUNE)
-    return Batches(clean, pixels, split.names, split.size)
+
+    def encode(item, label):
+        return _png(split.to_image(item)), tf.gather(mapping, label)
+
+    clean = (split.items(False).map(encode, num_parallel_calls=AUTOTUNE, deterministic=True)
+             .batch(config.data.batch_size).prefetch(AUTOTUNE))
+    return Batches(clean, pixels, split.names)
 
 
 def thumbnail(target: Target, item) -> np.ndarray:
