@@ -120,3 +120,17 @@ def test_the_fitted_temperature_is_the_nll_minimum_of_a_grid():
     calibrated = metrics.calibration(logits, labels)
     assert calibrated["nll_calibrated"] < calibrated["nll"] - 0.1
     assert calibrated["ece_calibrated"] < calibrated["ece"] / 2
+
+
+def test_a_confusion_matrix_of_many_classes_shows_the_most_confused():
+    from tfvision.evaluation.plots import MAX_CLASSES, shown_classes
+
+    rng = np.random.default_rng(5)
+    counts = np.diag(rng.integers(50, 100, 80))
+    confused = rng.choice(80, 30, replace=False)
+    for true in confused:  # each sends mistakes to a class among the confused ones
+        counts[true, rng.choice(confused[confused != true])] += 10
+    shown = shown_classes(counts)
+    assert len(shown) == MAX_CLASSES == 50
+    assert set(confused) <= set(shown)
+    assert list(shown_classes(counts[:40, :40])) == list(range(40))  # few classes: all

@@ -22,17 +22,24 @@ def _save(figure, path) -> str:
     return Path(path).name
 
 
+def shown_classes(counts, limit=MAX_CLASSES) -> np.ndarray:
+    """Every class id, or above ``limit`` classes the ``limit`` most often confused
+    (mistakes made on them plus mistakes made for them), in class order."""
+    if len(counts) <= limit:
+        return np.arange(len(counts))
+    errors = counts.sum(0) + counts.sum(1) - 2 * np.diag(counts)
+    return np.sort(np.argsort(-errors, kind="stable")[:limit])
+
+
 def confusion_matrix(report, path) -> str:
     """Row-normalized (each true class sums to 1), class names on both axes; above
     ``MAX_CLASSES`` classes, the ``MAX_CLASSES`` classes with the most mistakes."""
     counts = np.asarray(report["confusion_matrix"], np.float64)
     names = report["class_names"]
-    shown = np.arange(len(names))
+    shown = shown_classes(counts)
     title = "confusion matrix (rows: true class, normalized)"
-    if len(names) > MAX_CLASSES:
-        errors = counts.sum(0) + counts.sum(1) - 2 * np.diag(counts)
-        shown = np.sort(np.argsort(-errors, kind="stable")[:MAX_CLASSES])
-        title += f", the {MAX_CLASSES} most confused of {len(names)} classes"
+    if len(shown) < len(names):
+        title += f", the {len(shown)} most confused of {len(names)} classes"
     rows = counts[shown]
     normalized = np.divide(rows, rows.sum(1, keepdims=True), out=np.zeros_like(rows),
                            where=rows.sum(1, keepdims=True) > 0)[:, shown]
@@ -101,32 +108,52 @@ def curves(history_csv, path) -> str | None:
     return _save(figure, path)
 
 
+TILE = 96  # pixels per thumbnail in the gallery
+_BAND = 30  # pixels above each thumbnail for its caption
+
+
+def _tile(image) -> np.ndarray:
+    """``image`` resampled (nearest) to TILE x TILE, RGB uint8: small digits stay crisp."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    rows = np.arange(TILE) * image.shape[0] // TILE
+    cols = np.arange(TILE) * image.shape[1] // TILE
+    return np.broadcast_to(image[rows][:, cols], (TILE, TILE, 3)).astype(np.uint8)
+
+
 def mistakes(report, thumbnails, path, overlay=None) -> str | None:
     """A gallery of the most confident mistakes, with true and predicted names.
 
     ``overlay(image, class_id) -> RGB uint8 image`` (optional; Grad-CAM from
-    ``tfvision.explain``, for instance) draws an explanation of the predicted class beside
-    each thumbnail.
+    ``tfvision.explain``, for instance) is drawn beside each thumbnail: an explanation of
+    the predicted class. The gallery is one mosaic image, so it draws in a fraction of a
+    second whatever its size.
     """
     items = report["mistakes"]
     if not items:
         return None
     names = report["class_names"]
+    per = 1 if overlay is None else 2
     columns = 6 if overlay is None else 3
     rows = -(-len(items) // columns)
-    per = 1 if overlay is None else 2
-    figure = Figure(figsize=(1.7 * columns * per, 1.95 * rows))
-    axes = np.atleast_2d(figure.subplots(rows, columns * per, squeeze=False))
-    for ax in axes.ravel():
-        ax.axis("off")
+    cell_w, cell_h = per * TILE + 8, TILE + _BAND
+    mosaic = np.full((rows * cell_h, columns * cell_w, 3), 255, np.uint8)
+    figure = Figure(figsize=(mosaic.shape[1] / DPI, mosaic.shape[0] / DPI + 0.35))
+    ax = figure.add_axes([0, 0, 1, mosaic.shape[0] / (mosaic.shape[0] + 0.35 * DPI)])
     for n, (item, image) in enumerate(zip(items, thumbnails)):
         row, col = divmod(n, columns)
-        ax = axes[row, col * per]
-        ax.imshow(image, interpolation="nearest")
-        ax.set_title(f"true {item['true']}\npred {item['predicted']} ({item['score']:.2f})",
-                     fontsize=8, color="darkred")
+        top, left = row * cell_h + _BAND, col * cell_w + 4
+        pictures = [image]
         if overlay is not None:
-            axes[row, col * per + 1].imshow(overlay(image, names.index(item["predicted"])))
+            pictures.append(overlay(image, names.index(item["predicted"])))
+        mosaic[top:top + TILE, left:left + per * TILE] = np.concatenate(
+            [_tile(p) for p in pictures], axis=1)
+        ax.text(left + per * TILE / 2, top - 3,
+                f"true {item['true']}\npred {item['predicted']} ({item['score']:.2f})",
+                ha="center", va="bottom", fontsize=7, color="darkred")
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.axis("off")
     figure.suptitle("most confident mistakes", fontsize=10)
     return _save(figure, path)
 
