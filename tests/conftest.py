@@ -45,6 +45,24 @@ def run_cli(*args, cwd=None, timeout=600, env=None, process=False):
     return subprocess.CompletedProcess(args, result.exit_code, result.stdout, stderr)
 
 
+def pretend_gpus(monkeypatch, count):
+    """Make this host look like one with ``count`` GPUs and no TPU, whatever it really has,
+    so tests of what ``auto`` picks hold on CPU and GPU machines alike."""
+    import tensorflow as tf
+
+    from tfvision.training import strategy
+
+    real = tf.config.list_physical_devices
+    gpus = [tf.config.PhysicalDevice(f"/physical_device:GPU:{i}", "GPU") for i in range(count)]
+
+    def list_physical_devices(device_type=None):
+        others = [d for d in real(device_type) if d.device_type not in ("GPU", "TPU")]
+        return gpus if device_type == "GPU" else others + (gpus if device_type is None else [])
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", list_physical_devices)
+    monkeypatch.setattr(strategy, "_tpu_resolver", lambda: None)
+
+
 SMALL_OVERRIDES = ("data.image_size=16", "train.epochs=3", "train.learning_rate=0.05")
 
 

@@ -4,12 +4,13 @@ workers, caches, and augmentations that do what they claim (pixels and labels)."
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_cli, small_config
+from conftest import pretend_gpus, run_cli, small_config
 from imagedata import KINDS, write_folder
 from tensorflow.python.distribute import input_ops
 
 from tfvision.data.augment import RAND_AUGMENT_OPS, crop_flip, mix
 from tfvision.data.dataset import load_dataset
+from tfvision.data.pipeline import resolve_autotune
 from tfvision.errors import ConfigError
 
 
@@ -63,8 +64,9 @@ def test_deterministic_pipeline_repeats_its_batches_for_the_same_seed(image_fold
     assert not np.array_equal(first[0][0][0], other[0][0][0])  # and each seed
 
 
-def test_autotune_is_off_on_this_cpu_host_unless_asked_and_changes_no_pixel(image_folder):
-    assert not tf.config.list_physical_devices("GPU")
+def test_autotune_is_off_on_a_cpu_host_unless_asked_and_changes_no_pixel(image_folder,
+                                                                         monkeypatch):
+    pretend_gpus(monkeypatch, 0)
     auto = load_dataset(_folder(image_folder, "data.deterministic=true"))
     tuned = load_dataset(_folder(image_folder, "data.deterministic=true", "data.autotune=true"))
     assert auto.train.options().autotune.enabled is False
@@ -72,6 +74,8 @@ def test_autotune_is_off_on_this_cpu_host_unless_asked_and_changes_no_pixel(imag
     assert _fingerprints(auto.train) == _fingerprints(tuned.train)
     with pytest.raises(ConfigError, match="data.autotune must be auto, true or false, got 'sometimes'"):
         load_dataset(_folder(image_folder, "data.autotune=sometimes"))
+    pretend_gpus(monkeypatch, 1)
+    assert resolve_autotune("auto") is True  # where the input pipeline competes with no step
 
 
 @pytest.mark.parametrize("source", ["folder", "tfrecord"])
@@ -113,7 +117,7 @@ def test_auto_shard_policy_suits_the_source(image_folder, records):
 def test_disk_cache_is_written_and_gives_the_same_images(image_folder, tmp_path):
     cached = load_dataset(_folder(image_folder, "data.cache=disk",
                                   f"data.cache_dir={tmp_path}"))
-    assert cached.cache.kind == "disk" and cached.cache.directory == tmp_path
+    assert cached.cache.kind == "disk" and cached.cache.directory == str(tmp_path)
     first = _fingerprints(cached.validation)
     assert list(tmp_path.glob("validation-*.index"))  # complete after one pass
     assert _fingerprints(cached.validation) == first

@@ -11,7 +11,7 @@ import time
 import keras
 import pytest
 import yaml
-from conftest import BackgroundCLI, run_cli, small_cli_args, small_config
+from conftest import BackgroundCLI, pretend_gpus, run_cli, small_cli_args, small_config
 
 from tfvision.config import DistributeConfig
 from tfvision.errors import ConfigError
@@ -122,12 +122,23 @@ def test_mixed_bfloat16_trains_on_cpu_with_float32_logits(tmp_path, trained_run)
     assert (result.export_path / "saved_model.pb").exists()  # checked within bf16 tolerance
 
 
-def test_auto_settings_resolve_for_this_machine(monkeypatch):
+@pytest.mark.parametrize(("gpus", "expected"), [
+    (0, ("default", "float32", False, 16)),
+    (1, ("one_device", "mixed_float16", True, 1)),
+    (2, ("mirrored", "mixed_float16", True, 1)),
+])
+def test_auto_settings_resolve_for_the_host(gpus, expected, monkeypatch):
+    """What ``auto`` picks on a CPU host and on GPU hosts, whichever this machine is."""
     monkeypatch.delenv("TF_CONFIG", raising=False)
+    pretend_gpus(monkeypatch, gpus)
     resolved, why = resolve_distribute(DistributeConfig())
     assert (resolved.strategy, resolved.mixed_precision, resolved.jit_compile,
-            resolved.steps_per_execution) == ("default", "float32", False, 16)
+            resolved.steps_per_execution) == expected
     assert set(why) == {"strategy", "mixed_precision", "jit_compile", "steps_per_execution"}
+
+
+def test_explicit_and_cluster_settings(monkeypatch):
+    pretend_gpus(monkeypatch, 0)
 
     monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:2"]}, '
                                     '"task": {"type": "worker", "index": 1}}')

@@ -1,9 +1,10 @@
 """The import direction: each part of tfvision imports only the parts below it.
 
-From the bottom: errors, config (what the user wrote), rundir (where a run lives), data
-and models (side by side, neither importing the other), export, evaluation, training (which
-writes a report when it finishes), inference, and the CLI and public API on top. Imports
-inside functions count too: a lazy import must not hide an arrow that points up.
+From the bottom: errors and fs (paths on any filesystem), config (what the user wrote),
+rundir (where a run lives), data and models (side by side, neither importing the other),
+export, evaluation, training (which writes a report when it finishes), inference, and the
+CLI and public API on top. Imports inside functions count too: a lazy import must not hide
+an arrow that points up.
 """
 
 import ast
@@ -11,7 +12,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = [
-    {"tfvision.errors"},
+    {"tfvision.errors", "tfvision.fs"},
     {"tfvision.config"},
     {"tfvision.rundir"},
     {"tfvision.data", "tfvision.models"},

@@ -318,3 +318,20 @@ def test_keras_weights_file_of_another_architecture_is_refused(tmp_path):
     resnet34(input_shape=(64, 64, 3)).save_weights(path)
     with pytest.raises(ModelError, match="written for another architecture"):
         resnet18(weights=str(path), input_shape=(64, 64, 3))
+
+
+@pytest.mark.slow
+def test_weights_files_on_an_object_store(weight_files, pixels, torch_resnet18):
+    """PyTorch and Keras weights files read and written on ram:// (standing in for gs://)."""
+    import tensorflow as tf
+
+    for name in ("resnet18.pth", "resnet18.safetensors"):
+        tf.io.gfile.copy(str(weight_files / name), f"ram://weights/{name}", overwrite=True)
+    convert("ram://weights/resnet18.safetensors", "ram://weights/converted/resnet18.weights.h5")
+    expected = torch_outputs(torch_resnet18, imagenet_input(pixels))
+    for path in ("ram://weights/resnet18.pth", "ram://weights/converted/resnet18.weights.h5"):
+        assert _max_diff(resnet18(weights=path)(pixels, training=False), expected) < TOLERANCE
+    model = transfer_model("resnet18", 3, weights="ram://weights/resnet18.pth",
+                           input_shape=(224, 224, 3))
+    features = torch_features(torch_resnet18, imagenet_input(pixels))
+    assert _max_diff(model.get_layer("resnet18")(pixels, training=False), features) < TOLERANCE

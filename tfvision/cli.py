@@ -165,6 +165,7 @@ def evaluate(target, config, overrides, data, report_dir, corruptions, as_json):
     """Per-class metrics, confusion, calibration (and robustness) of TARGET: a run dir, a
     .keras file, or an export (a version, or a model folder: its latest) called through
     its serving_default as TF Serving calls it."""
+    from tfvision import fs
     from tfvision.config import load_config
 
     cfg = load_config(config) if config else None
@@ -186,7 +187,7 @@ def evaluate(target, config, overrides, data, report_dir, corruptions, as_json):
     for key, value in lines.items():
         click.echo(f"{key}: {value}" if isinstance(value, int) else f"{key}: {value:.4f}")
     if report_dir:
-        click.echo(f"report: {os.path.join(report_dir, 'report.html')}")
+        click.echo(f"report: {fs.join(report_dir, 'report.html')}")
 
 
 @main.command()

@@ -22,6 +22,7 @@ from typing import Union
 
 import yaml
 
+from tfvision import fs
 from tfvision.errors import ConfigError
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
@@ -221,7 +222,8 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        with fs.open_file(path, "w") as f:
+            f.write(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -358,14 +360,13 @@ def parse_override(text: str) -> tuple[str, str, object]:
     return section, key, value
 
 
-def resolve_config_path(config: str) -> Path:
-    """A path to a YAML file, or the name of a config shipped with tfvision."""
-    path = Path(config)
-    if path.is_file():
-        return path
+def resolve_config_path(config: str) -> str:
+    """A path to a YAML file (local or a URL), or the name of a config shipped with tfvision."""
+    if fs.isfile(config):
+        return config
     packaged = PACKAGED_CONFIGS / f"{config}.yaml"
-    if path.suffix == "" and packaged.is_file():
-        return packaged
+    if Path(config).suffix == "" and packaged.is_file():
+        return str(packaged)
     shipped = sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
     raise ConfigError(
         f"config file {config!r} not found; give a path to a YAML file or one of: "
@@ -377,12 +378,14 @@ def load_config(config: str | Path | None = None, overrides=()) -> Config:
     """Read a YAML config (default: the quickstart) and apply ``section.key=value`` overrides."""
     path = resolve_config_path(str(config) if config is not None else "quickstart")
     try:
-        raw = _read_yaml(path.read_text()) or {}
+        with fs.open_file(path, "r") as f:
+            raw = _read_yaml(f.read()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
-    return config_from_dict(_apply_overrides(raw, overrides, path), name=path.stem)
+    name = fs.basename(path).rsplit(".", 1)[0]
+    return config_from_dict(_apply_overrides(raw, overrides, path), name=name)
 
 
 def override_config(config: Config, overrides=()) -> Config:

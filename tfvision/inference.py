@@ -12,12 +12,11 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from tfvision import rundir
+from tfvision import fs, rundir
 from tfvision.data.imagecheck import check_file
 from tfvision.data.pipeline import AUTOTUNE, decode_image, resize
 from tfvision.errors import DataError, ModelError
@@ -43,20 +42,26 @@ class Skipped:
         return f"{self.path} is not a readable image: {self.reason}"
 
 
+def _glob(pattern) -> list[str]:
+    if fs.is_url(pattern):
+        return sorted(p for p in tf.io.gfile.glob(pattern) if fs.isfile(p))
+    return sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+
+
 def expand_paths(paths) -> tuple[list[str], list[Skipped]]:
     """Files as given, folders searched recursively (hidden entries left out), globs
-    (``**`` recursive) expanded, each sorted; a path that names nothing is skipped."""
+    (``**`` recursive on local disks) expanded, each sorted; a path that names nothing is
+    skipped. Local paths or URLs."""
     files, skipped = [], []
     for text in map(str, paths):
-        path = Path(text)
-        if path.is_dir():
-            for root, dirs, names in os.walk(path, followlinks=True):
+        if fs.isdir(text):
+            for root, dirs, names in fs.walk(text):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                files += [os.path.join(root, n) for n in sorted(names) if not n.startswith(".")]
-        elif path.is_file():
+                files += [fs.join(root, n) for n in sorted(names) if not n.startswith(".")]
+        elif fs.isfile(text):
             files.append(text)
         elif glob.has_magic(text):
-            found = sorted(p for p in glob.glob(text, recursive=True) if os.path.isfile(p))
+            found = _glob(text)
             files += found
             if not found:
                 skipped.append(Skipped(text, "matches no file"))
@@ -70,8 +75,8 @@ def _check(paths) -> tuple[list[str], list[Skipped]]:
     def problem(path):
         try:
             return check_file(path).problem
-        except OSError as err:
-            return f"cannot read ({err.strerror})"
+        except (OSError, tf.errors.OpError) as err:
+            return f"cannot read ({getattr(err, 'strerror', None) or err})"
 
     with ThreadPoolExecutor(_CHECK_THREADS) as pool:
         problems = list(pool.map(problem, paths))
@@ -86,19 +91,19 @@ class _Model:
     load: object  # file path tensor -> one input (encoded bytes, or pixels)
 
 
-def _load_model(model: Path) -> _Model:
+def _load_model(model: str) -> _Model:
     if is_export(model):
         export = load_export(model)
         return _Model(export.class_names,
                       lambda encoded: export(encoded)["probabilities"].numpy(),
                       tf.io.read_file)
-    if model.suffix == ".keras" and model.is_file():
+    if model.endswith(".keras") and fs.isfile(model):
         keras_model = rundir.load_model(model)
         size = keras_model.input_shape[1:3]
         call = tf.function(lambda images: tf.nn.softmax(
             tf.cast(keras_model(images, training=False), tf.float32)))
         try:
-            class_names = rundir.read_class_names(model.parent)
+            class_names = rundir.read_class_names(fs.dirname(model))
         except ModelError:
             class_names = [str(i) for i in range(keras_model.output_shape[-1])]
         return _Model(class_names, lambda images: call(images).numpy(),
@@ -139,7 +144,7 @@ def predict_stream(model, paths, top_k=5, batch_size=64, skipped=None, progress=
         raise DataError(str(skipped[0]) if len(skipped) == 1 else
                         "no readable image among the paths given:\n" +
                         "\n".join(f"  {s}" for s in skipped))
-    model = _load_model(latest_version(Path(model)))  # a model folder: its latest version
+    model = _load_model(latest_version(model))  # a model folder: its latest version
     count = len(model.class_names)
     if top_k > count:
         warnings.warn(f"top_k={top_k} but the model has {count} classes; showing all {count}",

@@ -7,8 +7,6 @@ none of them (see the layer order in ``tests/test_layers.py``). Paths go through
 (``gs://`` on TPU VMs and cloud jobs).
 """
 
-import os
-import posixpath
 import uuid
 import zipfile
 from contextlib import contextmanager
@@ -16,8 +14,10 @@ from contextlib import contextmanager
 import tensorflow as tf
 import yaml
 
+from tfvision import fs
 from tfvision.config import Config, config_from_dict, diff_configs
 from tfvision.errors import ConfigError, ModelError
+from tfvision.fs import join
 
 RUN_FILES = {
     "config": "config.yaml",
@@ -32,12 +32,6 @@ RUN_FILES = {
 }
 # What shows that training got going: a run holding any of these is resumed, not restarted.
 TRAINING_STATE = ("backup", "history", "best", "model")
-
-
-def join(*parts) -> str:
-    """A path inside a run dir; URLs (``gs://...``) keep their forward slashes."""
-    parts = [str(p) for p in parts]
-    return posixpath.join(*parts) if "://" in parts[0] else os.path.join(*parts)
 
 
 def run_file(run_dir, key) -> str:
@@ -64,7 +58,7 @@ def atomic_write(path):
     never a partial one.
     """
     path = str(path)
-    head, name = (posixpath.split if "://" in path else os.path.split)(path)
+    head, name = fs.split(path)
     tmp = join(head or ".", f".{uuid.uuid4().hex[:8]}.tmp-{name}")
     try:
         yield tmp
@@ -92,7 +86,7 @@ def load_run_config(run_dir) -> Config:
     path = run_file(run_dir, "config")
     if not tf.io.gfile.exists(path):
         raise ModelError(f"{run_dir} is not a tfvision run directory (no {RUN_FILES['config']})")
-    name = posixpath.basename(str(run_dir).rstrip("/"))
+    name = fs.basename(run_dir)
     return config_from_dict(yaml.safe_load(read_text(path)), name=name)
 
 
@@ -140,7 +134,7 @@ def resolve_model_path(target) -> tuple[str, str]:
                          f"{RUN_FILES['best']}); train it first with `tfvision train`")
     if not target.endswith(".keras"):
         raise ModelError(f"{target} is not a .keras model file or a run directory")
-    return target, (posixpath.dirname if "://" in target else os.path.dirname)(target) or "."
+    return target, fs.dirname(target) or "."
 
 
 def load_model(path):

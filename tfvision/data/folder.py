@@ -6,13 +6,12 @@ header (``imagecheck``); files are read by content, not by extension, so a PNG n
 """
 
 import hashlib
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from tfvision import fs
 from tfvision.data.imagecheck import ImageInfo, check_file
 from tfvision.data.source import BadFile, SourceData, Split, hold_out
 from tfvision.errors import DataError
@@ -24,7 +23,7 @@ _SCAN_THREADS = 16  # checking reads a few bytes per file: bound by I/O latency,
 class FolderScan:
     """The readable images of a class folder tree, with what their headers say."""
 
-    root: Path
+    root: str
     class_names: list
     paths: list = field(default_factory=list)
     labels: list = field(default_factory=list)
@@ -33,20 +32,19 @@ class FolderScan:
     bad: list = field(default_factory=list)
 
 
-def _visible_files(directory: Path):
-    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
+def _visible_files(directory):
+    for dirpath, dirnames, filenames in fs.walk(directory):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if not name.startswith("."):
-                yield Path(dirpath) / name
+                yield fs.join(dirpath, name)
 
 
-def _check(path: Path) -> tuple[ImageInfo, tuple]:
+def _check(path) -> tuple[ImageInfo, tuple]:
     try:
-        stat = path.stat()
-        return check_file(path), (stat.st_size, stat.st_mtime_ns)
+        return check_file(path), fs.stamp(path)
     except OSError as err:
-        return ImageInfo(problem=f"cannot read ({err.strerror})"), (0, 0)
+        return ImageInfo(problem=f"cannot read ({err.strerror or err})"), (0, 0)
 
 
 def scan_folder(root, class_names=None, key="data.path") -> FolderScan:
@@ -56,42 +54,41 @@ def scan_folder(root, class_names=None, key="data.path") -> FolderScan:
     classes and labels follow that list; otherwise classes whose folder holds no readable
     image are left out and reported.
     """
-    root = Path(root).expanduser()
-    if not root.is_dir():
+    root = fs.absolute(root)
+    if not fs.isdir(root):
         raise DataError(f"{key}={str(root)!r} is not a folder; give a folder with one "
                         "subfolder of images per class")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = [n for n in fs.listdir(root) if not n.startswith(".")]
+    folders = [n for n in entries if fs.isdir(fs.join(root, n))]
     if not folders:
         raise DataError(f"{root} has no class subfolders; put each class's images in a "
                         f"subfolder of its own ({root}/cats/1.jpg, {root}/dogs/2.jpg)")
-    bad = [BadFile(str(p), "not inside a class folder")
-           for p in sorted(root.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    bad = [BadFile(fs.join(root, n), "not inside a class folder")
+           for n in entries if n not in folders]
     if class_names is not None:
-        unknown = [p.name for p in folders if p.name not in class_names]
+        unknown = [name for name in folders if name not in class_names]
         if unknown:
             raise DataError(f"{root} has class folders the training data does not: "
                             f"{', '.join(unknown)} (training classes: {', '.join(class_names)})")
-    files = {folder.name: list(_visible_files(folder)) for folder in folders}
+    files = {name: list(_visible_files(fs.join(root, name))) for name in folders}
     with ThreadPoolExecutor(_SCAN_THREADS) as pool:
         checked = {name: list(pool.map(_check, paths)) for name, paths in files.items()}
 
     scan = FolderScan(root, list(class_names) if class_names is not None else [], bad=bad)
-    for folder in folders:
-        good = [(path, info, stat) for path, (info, stat) in zip(files[folder.name],
-                                                                 checked[folder.name])
+    for name in folders:
+        good = [(path, info, stat) for path, (info, stat) in zip(files[name], checked[name])
                 if info.ok]
-        scan.bad += [BadFile(str(path), info.problem)
-                     for path, (info, _) in zip(files[folder.name], checked[folder.name])
-                     if not info.ok]
+        scan.bad += [BadFile(path, info.problem)
+                     for path, (info, _) in zip(files[name], checked[name]) if not info.ok]
         if class_names is None:
             if not good:
-                what = "empty class folder" if not files[folder.name] else "no readable images"
-                scan.bad.append(BadFile(f"{folder}{os.sep}", f"{what}; class left out"))
+                what = "empty class folder" if not files[name] else "no readable images"
+                scan.bad.append(BadFile(fs.join(root, name, ""), f"{what}; class left out"))
                 continue
-            scan.class_names.append(folder.name)
-        label = scan.class_names.index(folder.name)
+            scan.class_names.append(name)
+        label = scan.class_names.index(name)
         for path, info, stat in good:
-            scan.paths.append(str(path.resolve()))
+            scan.paths.append(path)
             scan.labels.append(label)
             scan.infos.append(info)
             scan.stats.append(stat)

@@ -71,15 +71,15 @@ def check_bytes(data: bytes) -> ImageInfo:
 def read_image_files(paths) -> list[bytes]:
     """The encoded bytes of each file, checked as training checks them, so a bad file is
     named with its reason before any work (and without TensorFlow)."""
-    from pathlib import Path
-
+    from tfvision import fs
     from tfvision.errors import DataError
 
     encoded = []
-    for path in map(Path, paths):
-        if not path.is_file():
+    for path in map(str, paths):
+        if not fs.isfile(path):
             raise DataError(f"{path}: no such image file")
-        data = path.read_bytes()
+        with fs.open_file(path) as f:
+            data = f.read()
         problem = check_bytes(data).problem
         if problem:
             raise DataError(f"{path} is not a readable image: {problem}")
@@ -88,7 +88,9 @@ def read_image_files(paths) -> list[bytes]:
 
 
 def check_file(path) -> ImageInfo:
-    with open(path, "rb") as f:
+    from tfvision import fs
+
+    with fs.open_file(path) as f:
         f.seek(0, io.SEEK_END)
         return check_image(f, f.tell())
 

@@ -6,8 +6,8 @@ is decoded), and every bad file by name with the reason the decoders would rejec
 
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from tfvision import fs
 from tfvision.errors import DataError
 
 
@@ -37,14 +37,14 @@ class Report:
     notes: list = field(default_factory=list)
 
 
-def _folder(path: Path) -> Report:
+def _folder(path: str) -> Report:
     from tfvision.data.folder import scan_folder
 
     scan = scan_folder(path, key="SOURCE")
     split = SplitReport("all")
     for label, info in zip(scan.labels, scan.infos):
         split.add(label, info)
-    return Report("image folder", str(path), scan.class_names, [split], scan.bad,
+    return Report("image folder", path, scan.class_names, [split], scan.bad,
                   [("training holds out data.validation_fraction of each class for validation "
                     "unless data.validation_path is set")])
 
@@ -54,7 +54,8 @@ def _tfrecords(files, where) -> Report:
 
     groups = {}
     for f in files:
-        groups.setdefault(Path(f).name.split("-")[0] if "-" in Path(f).name else "all", []).append(f)
+        name = fs.basename(f)
+        groups.setdefault(name.split("-")[0] if "-" in name else "all", []).append(f)
     class_names = read_labels(None, files)
     splits, bad = [], []
     for name, members in sorted(groups.items(), key=lambda g: g[0] != "train"):
@@ -102,17 +103,18 @@ def _digits() -> Report:
 def inspect_source(source: str, data_dir=None) -> Report:
     """SOURCE: ``digits``, an image folder, a folder of TFRecords (split by file-name
     prefix), a TFRecord file pattern, or a TFDS catalog name (never downloaded)."""
-    path = Path(source).expanduser()
+    path = fs.absolute(source)
     if source == "digits":
         return _digits()
-    if path.is_dir():
-        records = sorted(str(p) for p in path.glob("*.tfrecord*"))
-        return _tfrecords(records, str(path)) if records else _folder(path)
+    if fs.isdir(path):
+        records = [fs.join(path, n) for n in fs.listdir(path) if ".tfrecord" in n
+                   and not n.startswith(".")]
+        return _tfrecords(records, path) if records else _folder(path)
     import tensorflow as tf  # a pattern may name gs:// files: only TensorFlow reads those
     files = sorted(tf.io.gfile.glob(source)) if any(c in source for c in "*?[") else []
     if files:
         return _tfrecords(files, source)
-    if path.exists():
+    if fs.isfile(path):
         raise DataError(f"{source} is neither an image folder nor TFRecords")
     if "/" in source:
         raise DataError(f"{source}: no such folder, and no files match it")

@@ -28,18 +28,15 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import tensorflow as tf
 
-from tfvision import rundir
+from tfvision import fs, rundir
 
 PREFIX = ".tfvision-verified-"
 _STAT_THREADS = 16  # an object store answers a stat in tens of milliseconds: ask in parallel
 
 
 def _stamp(path: str) -> tuple:
-    if "://" in path:
-        stat = tf.io.gfile.stat(path)
-        return path, stat.length, stat.mtime_nsec
-    stat = os.stat(path)  # exact mtime (gfile rounds local ones to the second)
-    return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
+    # fs.stamp: the exact local mtime (gfile rounds local ones to the second)
+    return (path if fs.is_url(path) else os.path.realpath(path), *fs.stamp(path))
 
 
 def stamp(files) -> list[tuple]:
@@ -55,7 +52,7 @@ def _places(stamps) -> list[str]:
     paths = json.dumps([path for path, *_ in stamps])
     name = f"{PREFIX}{hashlib.sha256(paths.encode()).hexdigest()[:24]}.npz"
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return [os.path.join(os.path.dirname(stamps[0][0]), name),
+    return [fs.join(fs.dirname(stamps[0][0]), name),
             os.path.join(cache, "tfvision", "verified", name)]
 
 
@@ -93,7 +90,7 @@ def write(stamps, identity, arrays: dict) -> str | None:
     np.savez_compressed(buffer, fingerprint=np.array(_fingerprint(stamps, identity)), **arrays)
     for path in _places(stamps):
         try:
-            tf.io.gfile.makedirs(os.path.dirname(path))
+            tf.io.gfile.makedirs(fs.dirname(path))
             with rundir.atomic_write(path) as tmp, tf.io.gfile.GFile(tmp, "wb") as f:
                 f.write(buffer.getvalue())
             return path

@@ -14,10 +14,10 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import tensorflow as tf
 
+from tfvision import fs
 from tfvision.data.augment import BatchAugment
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -62,11 +62,11 @@ def _available_memory() -> int:
 _process_cache_dir = None
 
 
-def _default_cache_dir() -> Path:
+def _default_cache_dir() -> str:
     """A directory of this process's own, removed when it exits."""
     global _process_cache_dir
     if _process_cache_dir is None:
-        _process_cache_dir = Path(tempfile.mkdtemp(prefix="tfvision-cache-"))
+        _process_cache_dir = tempfile.mkdtemp(prefix="tfvision-cache-")
         atexit.register(shutil.rmtree, _process_cache_dir, ignore_errors=True)
     return _process_cache_dir
 
@@ -79,11 +79,21 @@ class CachePlan:
     kind: str
     paths: dict
     decoded_bytes: int
-    directory: Path | None = None
+    directory: str | None = None
 
     def __str__(self) -> str:
         where = f" in {self.directory}" if self.directory else ""
         return f"{self.kind}{where} ({self.decoded_bytes / 1e9:.2f} GB decoded)"
+
+
+def _fits_on_disk(decoded: int, cache_dir) -> bool:
+    """Room for the cache in ``cache_dir`` (default: the temp dir). An object store's
+    (``gs://``) space is not measured: it is taken to have room."""
+    if cache_dir and fs.is_url(cache_dir):
+        return True
+    probe = cache_dir or tempfile.gettempdir()
+    os.makedirs(probe, exist_ok=True)
+    return decoded <= DISK_SHARE * shutil.disk_usage(probe).free
 
 
 def plan_cache(data_cfg, splits: dict, size) -> CachePlan:
@@ -91,24 +101,22 @@ def plan_cache(data_cfg, splits: dict, size) -> CachePlan:
     available memory, else on disk when they fit there, else decodes every epoch."""
     height, width = size
     decoded = sum(split.size for split in splits.values()) * height * width * 3
-    cache_dir = Path(data_cfg.cache_dir) if data_cfg.cache_dir else None
+    cache_dir = fs.absolute(data_cfg.cache_dir) if data_cfg.cache_dir else None
     choice = data_cfg.cache
     if choice == "auto":
         if decoded <= MEMORY_SHARE * _available_memory():
             choice = "memory"
         else:
-            probe = cache_dir or Path(tempfile.gettempdir())
-            probe.mkdir(parents=True, exist_ok=True)
-            choice = "disk" if decoded <= DISK_SHARE * shutil.disk_usage(probe).free else "none"
+            choice = "disk" if _fits_on_disk(decoded, cache_dir) else "none"
     if choice != "disk":
         path = None if choice == "none" else ""
         return CachePlan(choice, {name: path for name in splits}, decoded)
     directory = cache_dir or _default_cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    tf.io.gfile.makedirs(directory)
     plan = {}
     for name, split in splits.items():
         key = hashlib.sha1(f"{split.fingerprint}|{height}x{width}".encode()).hexdigest()[:16]
-        plan[name] = str(directory / f"{name}-{key}")
+        plan[name] = fs.join(directory, f"{name}-{key}")
     return CachePlan("disk", plan, decoded, directory)
 
 

@@ -11,14 +11,12 @@ in, so the held-out validation records and the bad ones can be filtered out exac
 
 import functools
 import hashlib
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from tfvision import rundir
+from tfvision import fs, rundir
 from tfvision.data import imagecheck, manifest
 from tfvision.data.folder import scan_folder
 from tfvision.data.pipeline import decode_image
@@ -45,12 +43,12 @@ def list_records(pattern, key="data.path") -> list[str]:
     """The files ``pattern`` matches, sorted; hidden ones (manifests, half-written shards)
     left out, as the folder source leaves them out."""
     files = sorted(f for f in tf.io.gfile.glob(str(pattern))
-                   if not os.path.basename(f).startswith("."))
+                   if not fs.basename(f).startswith("."))
     if files:
         return files
     hint = ""
     if tf.io.gfile.isdir(str(pattern)):
-        hint = f"; it is a folder: give a file pattern such as {Path(pattern) / 'train-*.tfrecord'}"
+        hint = f"; it is a folder: give a file pattern such as {fs.join(pattern, 'train-*.tfrecord')}"
     raise DataError(f"{key}={str(pattern)!r} matches no TFRecord files{hint}")
 
 
@@ -195,7 +193,7 @@ def read_labels(labels, files) -> list | None:
     labels.txt beside the records; None when there is neither."""
     if isinstance(labels, list):
         return list(labels)
-    path = labels or os.path.join(os.path.dirname(files[0]), LABELS_FILE)
+    path = labels or fs.join(fs.dirname(files[0]), LABELS_FILE)
     if not tf.io.gfile.exists(path):
         if labels:
             raise DataError(f"data.labels={labels!r}: no such file")
@@ -314,7 +312,7 @@ def image_example(encoded: bytes, label: int, class_name: str, info, filename: s
     }))
 
 
-def _write_shards(out_dir: Path, split, scan, order, shards):
+def _write_shards(out_dir: str, split, scan, order, shards):
     """Write ``split``'s shards and their manifest; returns the file names.
 
     Every record is a file the folder scan passed, by the rules the record scan applies, so
@@ -325,15 +323,18 @@ def _write_shards(out_dir: Path, split, scan, order, shards):
     for index, part in enumerate(parts):
         name = shard_name(split, index, shards)
         # Hidden until complete: a pattern (list_records) never sees half a file.
-        with rundir.atomic_write(out_dir / name) as tmp, tf.io.TFRecordWriter(tmp) as writer:
+        with (rundir.atomic_write(fs.join(out_dir, name)) as tmp,
+              tf.io.TFRecordWriter(tmp) as writer):
             for i in part:
-                path = Path(scan.paths[i])
-                label = scan.labels[i]
-                example = image_example(path.read_bytes(), label, scan.class_names[label],
-                                        scan.infos[i], str(path.relative_to(scan.root.resolve())))
+                path, label = scan.paths[i], scan.labels[i]
+                with fs.open_file(path) as f:
+                    data = f.read()
+                relative = path[len(fs.join(scan.root, "")):]
+                example = image_example(data, label, scan.class_names[label], scan.infos[i],
+                                        relative)
                 writer.write(example.SerializeToString())
         names.append(name)
-    files = [str(out_dir / name) for name in names]
+    files = [fs.join(out_dir, name) for name in names]
     keys = np.concatenate([_key(f, np.arange(len(part))) for f, part in enumerate(parts)])
     written = RecordScan(files, keys, np.asarray(scan.labels, np.int64)[np.concatenate(parts)],
                          np.zeros(0, np.int64), np.zeros(0, str), np.zeros(0, str))
@@ -351,12 +352,12 @@ def convert_folder(src, out_dir, shards, validation_fraction, seed, on_bad_file)
     report_bad_files(scan.bad, on_bad_file, str(scan.root))
     if not scan.paths:
         raise DataError(f"no readable images under {scan.root}")
-    out_dir = Path(out_dir)
-    existing = sorted(out_dir.glob("*.tfrecord")) if out_dir.is_dir() else []
+    out_dir = str(out_dir)
+    existing = sorted(tf.io.gfile.glob(fs.join(out_dir, "*.tfrecord")))
     if existing:
-        raise DataError(f"{out_dir} already holds TFRecords ({existing[0].name}, ...); "
+        raise DataError(f"{out_dir} already holds TFRecords ({fs.basename(existing[0])}, ...); "
                         "choose an empty output folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    tf.io.gfile.makedirs(out_dir)
     held = hold_out(scan.labels, validation_fraction, seed)
     rng = np.random.default_rng(seed)
     result = {"class_names": scan.class_names, "skipped": len(scan.bad)}
@@ -368,5 +369,5 @@ def convert_folder(src, out_dir, shards, validation_fraction, seed, on_bad_file)
         count = min(count, len(order))
         result[split] = {"examples": len(order),
                          "files": _write_shards(out_dir, split, scan, order, count)}
-    (out_dir / LABELS_FILE).write_text("\n".join(scan.class_names) + "\n")
+    rundir.write_text(fs.join(out_dir, LABELS_FILE), "\n".join(scan.class_names) + "\n")
     return result

@@ -7,9 +7,8 @@ broken page from a good one.
 
 import base64
 import html
-from pathlib import Path
 
-from tfvision import rundir
+from tfvision import fs, rundir
 
 TITLES = {
     "confusion_matrix": "Confusion matrix",
@@ -54,8 +53,9 @@ def _cell(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def _image(directory: Path, name: str, file: str) -> str:
-    data = base64.b64encode((directory / file).read_bytes()).decode("ascii")
+def _image(directory, name: str, file: str) -> str:
+    with fs.open_file(fs.join(directory, file)) as f:
+        data = base64.b64encode(f.read()).decode("ascii")
     return (f"<h2>{TITLES[name]}</h2>"
             f'<img alt="{name}" src="data:image/png;base64,{data}">')
 
@@ -63,7 +63,6 @@ def _image(directory: Path, name: str, file: str) -> str:
 def write_page(path, report, pictures: dict) -> None:
     """Write ``path`` from ``report`` (report.json's content) and the PNGs ``pictures``
     (``{name: file name}`` beside ``path``)."""
-    path = Path(path)
     cal = report["calibration"]
     parts = [
         "<h1>tfvision evaluation report</h1>",
@@ -72,7 +71,7 @@ def write_page(path, report, pictures: dict) -> None:
                [[report["num_examples"], report["accuracy"], report["top_k_accuracy"],
                  report["loss"], cal["ece"], cal["temperature"], cal["ece_calibrated"]]]),
     ]
-    images = {name: _image(path.parent, name, file) for name, file in pictures.items()}
+    images = {name: _image(fs.dirname(path), name, file) for name, file in pictures.items()}
     parts.append(images.pop("curves", ""))
     parts.append(images.pop("confusion_matrix", ""))
     parts.append("<h2>Per class</h2>" + _table(

@@ -5,12 +5,12 @@ depends on (or changes) a global backend.
 """
 
 import csv
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from tfvision import fs
 from tfvision.evaluation import metrics
 
 MAX_CLASSES = 50  # confusion matrix axes stay readable up to here; above, the most confused
@@ -18,8 +18,9 @@ DPI = 100
 
 
 def _save(figure, path) -> str:
-    figure.savefig(path, dpi=DPI, bbox_inches="tight")
-    return Path(path).name
+    with fs.open_file(path, "wb") as f:  # a local path or a URL
+        figure.savefig(f, format="png", dpi=DPI, bbox_inches="tight")
+    return fs.basename(path)
 
 
 def shown_classes(counts, limit=MAX_CLASSES) -> np.ndarray:
@@ -90,8 +91,8 @@ def reliability(found, temperature, path) -> str:
 
 def curves(history_csv, path) -> str | None:
     """Loss and accuracy per epoch from history.csv, training and validation."""
-    with open(history_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
+    with fs.open_file(history_csv, "r") as f:
+        rows = list(csv.DictReader(f.read().splitlines()))
     if not rows:
         return None
     epochs = [int(r["epoch"]) + 1 for r in rows]
@@ -179,16 +180,15 @@ def corruptions(report, path) -> str:
 
 
 def draw_all(out, report, found, thumbnails, history_csv, overlay=None) -> dict:
-    """Every picture that applies, written into ``out``: ``{name: file name}``."""
-    out = Path(out)
+    """Every picture that applies, written into the folder ``out``: ``{name: file name}``."""
     drawn = {
-        "confusion_matrix": confusion_matrix(report, out / "confusion_matrix.png"),
+        "confusion_matrix": confusion_matrix(report, fs.join(out, "confusion_matrix.png")),
         "reliability": reliability(found, report["calibration"]["temperature"],
-                                   out / "reliability.png"),
+                                   fs.join(out, "reliability.png")),
     }
-    if history_csv is not None and history_csv.exists():
-        drawn["curves"] = curves(history_csv, out / "curves.png")
-    drawn["mistakes"] = mistakes(report, thumbnails, out / "mistakes.png", overlay)
+    if history_csv is not None and fs.isfile(history_csv):
+        drawn["curves"] = curves(history_csv, fs.join(out, "curves.png"))
+    drawn["mistakes"] = mistakes(report, thumbnails, fs.join(out, "mistakes.png"), overlay)
     if "corruptions" in report:
-        drawn["corruptions"] = corruptions(report, out / "corruptions.png")
+        drawn["corruptions"] = corruptions(report, fs.join(out, "corruptions.png"))
     return {name: file for name, file in drawn.items() if file}

@@ -5,11 +5,11 @@
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
-from tfvision import rundir
+from tfvision import fs, rundir
 from tfvision.errors import DataError, MissingExtraError
 from tfvision.evaluation import corruptions as corrupting
 from tfvision.evaluation import metrics, targets
@@ -95,18 +95,18 @@ def evaluate(target, config=None, overrides=(), data=None, corruptions=False,
 
 
 def write(report_dir, report, target, found, pictures, overlay) -> None:
-    """report.json, then (with matplotlib) the PNGs and report.html."""
-    out = Path(report_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rundir.write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    """report.json, then (with matplotlib) the PNGs and report.html. Local or a URL."""
+    out = str(report_dir)
+    tf.io.gfile.makedirs(out)
+    rundir.write_text(fs.join(out, "report.json"), json.dumps(report, indent=2) + "\n")
     if pictures == "auto" and not have_matplotlib():
-        print(f"{out}/report.json written; {MISSING_MATPLOTLIB}")
+        print(f"{fs.join(out, 'report.json')} written; {MISSING_MATPLOTLIB}")
         return
     if not pictures:
         return
     from tfvision.evaluation import page, plots
 
-    history = Path(rundir.run_file(target.run_dir, "history")) if target.run_dir else None
+    history = rundir.run_file(target.run_dir, "history") if target.run_dir else None
     thumbnails = [targets.thumbnail(target, m.image) for m in found.mistakes]
     drawn = plots.draw_all(out, report, found, thumbnails, history, overlay)
-    page.write_page(out / "report.html", report, drawn)
+    page.write_page(fs.join(out, "report.html"), report, drawn)

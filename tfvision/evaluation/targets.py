@@ -9,12 +9,11 @@ the model's class ids, matched by class name to the source's.
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from tfvision import rundir
+from tfvision import fs, rundir
 from tfvision.config import Config, load_config, override_config
 from tfvision.data.dataset import load_dataset, load_source
 from tfvision.data.pipeline import AUTOTUNE, decode_image, resize
@@ -41,7 +40,7 @@ def whole_source(config: Config, source: str) -> Config:
         name, _, split = source.removeprefix("tfds:").partition(":")
         data = dataclasses.replace(data, source="tfds", name=name, train_split=split or "test",
                                    validation_split=split or "test")
-    elif Path(source).is_dir():
+    elif fs.isdir(source):
         data = dataclasses.replace(data, source="folder", path=source, validation_path=source)
     else:
         data = dataclasses.replace(data, source="tfrecord", path=source,
@@ -49,12 +48,14 @@ def whole_source(config: Config, source: str) -> Config:
     return dataclasses.replace(config, data=data)
 
 
-def _export_config(path: Path, config) -> tuple:
+def _export_config(path, config) -> tuple:
     """(config, run dir): an export under ``RUN_DIR/export/<name>/<version>`` evaluates
     with its run's config unless one is given; an export on its own, with the defaults."""
-    for parent in path.resolve().parents[:3]:
-        if (parent / rundir.RUN_FILES["config"]).exists():
-            return config or rundir.load_run_config(parent), str(parent)
+    parent = fs.absolute(path)
+    for _ in range(3):
+        parent = fs.dirname(parent)
+        if tf.io.gfile.exists(rundir.run_file(parent, "config")):
+            return config or rundir.load_run_config(parent), parent
     return config or load_config(None), None
 
 
@@ -62,7 +63,7 @@ def resolve(target, config: Config | None = None, overrides=(), data: str | None
             model=None) -> Target:
     """The model, its class names and the config to evaluate it with. ``model``: an
     in-memory Keras model to use instead of loading ``target`` (training's own report)."""
-    path = Path(str(target))
+    path = str(target).rstrip("/")
     if model is None and is_export(path):
         config, run_dir = _export_config(path, config)
         export = load_export(path)
@@ -87,7 +88,7 @@ def resolve(target, config: Config | None = None, overrides=(), data: str | None
     if data:
         config = whole_source(config, data)
     config = override_config(config, overrides)
-    return Target(str(path), config, class_names, logits_of, takes_bytes, run_dir, model)
+    return Target(path, config, class_names, logits_of, takes_bytes, run_dir, model)
 
 
 def _label_map(source_names, model_names) -> tf.Tensor:

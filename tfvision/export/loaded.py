@@ -6,20 +6,20 @@ bytes into ``serving_default``); this is the one place that finds what they need
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import tensorflow as tf
 
+from tfvision import fs
 from tfvision.errors import ModelError
 from tfvision.export.serving import BYTES_SIGNATURE, INPUT_NAMES
-from tfvision.export.versions import existing_versions
+from tfvision.export.versions import GRAPH_FILE, existing_versions
 
-METADATA_FILE = Path("assets.extra") / "tfvision.json"  # beside the warmup records
+METADATA_FILE = ("assets.extra", "tfvision.json")  # beside the warmup records
 
 
 @dataclass
 class LoadedExport:
-    path: Path
+    path: str
     signature: object  # the serving_default concrete function
     class_names: list
     temperature: float  # baked into probabilities and scores (1.0: not calibrated)
@@ -30,14 +30,16 @@ class LoadedExport:
         return self.signature(**{INPUT_NAMES[BYTES_SIGNATURE]: encoded})
 
 
-def latest_version(model: Path) -> Path:
-    """A TF Serving model folder (``DIR/<version>/``) stands for its highest version."""
+def latest_version(model) -> str:
+    """A TF Serving model folder (``DIR/<version>/``) stands for its highest version; any
+    other path for itself. Local paths or URLs."""
+    model = str(model).rstrip("/")
     versions = existing_versions(model)
-    return model / str(versions[-1]) if versions else model
+    return fs.join(model, str(versions[-1])) if versions else model
 
 
 def is_export(path) -> bool:
-    return (latest_version(Path(path)) / "saved_model.pb").exists()
+    return tf.io.gfile.exists(fs.join(latest_version(path), GRAPH_FILE))
 
 
 def _class_names(signature, path) -> list:
@@ -53,18 +55,22 @@ def _class_names(signature, path) -> list:
 
 
 def write_metadata(version_dir, temperature: float) -> None:
-    path = Path(version_dir) / METADATA_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"temperature": temperature}) + "\n")
+    path = fs.join(version_dir, *METADATA_FILE)
+    tf.io.gfile.makedirs(fs.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps({"temperature": temperature}) + "\n")
 
 
 def load_export(path) -> LoadedExport:
     """An export version, or a model folder of versions (its latest)."""
-    path = latest_version(Path(path))
-    loaded = tf.saved_model.load(str(path))
+    path = latest_version(path)
+    loaded = tf.saved_model.load(path)
     if BYTES_SIGNATURE not in loaded.signatures:
         raise ModelError(f"{path} has no {BYTES_SIGNATURE} signature")
     signature = loaded.signatures[BYTES_SIGNATURE]
-    metadata = path / METADATA_FILE
-    temperature = json.loads(metadata.read_text())["temperature"] if metadata.exists() else 1.0
+    metadata = fs.join(path, *METADATA_FILE)
+    temperature = 1.0
+    if tf.io.gfile.exists(metadata):
+        with tf.io.gfile.GFile(metadata) as f:
+            temperature = json.load(f)["temperature"]
     return LoadedExport(path, signature, _class_names(signature, path), temperature, loaded)

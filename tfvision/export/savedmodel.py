@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfvision import fs
 from tfvision.data.pipeline import decode_image, resize
 from tfvision.errors import ExportError
 from tfvision.export import serving
@@ -85,8 +86,9 @@ def _check_export(path, model, class_names, encoded, temperature) -> None:
 
 
 def export_model(model, export_dir, class_names, version=None, top_k=5,
-                 temperature=1.0) -> Path:
-    """Write ``model`` as the next (or the given) version under ``export_dir``; return its path.
+                 temperature=1.0) -> Path | str:
+    """Write ``model`` as the next (or the given) version under ``export_dir``; return its path
+    (a ``Path`` when local, else the URL).
 
     ``temperature`` is baked into ``probabilities`` and ``scores`` and recorded in
     ``assets.extra/tfvision.json`` (``tfvision.export.loaded``).
@@ -104,7 +106,7 @@ def export_model(model, export_dir, class_names, version=None, top_k=5,
             archive.add_endpoint(name, fn)
         archive.write_out(str(tmp), verbose=False)
         if has_api:
-            model_name = Path(export_dir).resolve().name
+            model_name = fs.basename(fs.absolute(export_dir))
             serving.write_warmup(tmp, [
                 serving.predict_request(model_name, name, calls[0])
                 for name, calls in probe_inputs(encoded[:1]).items()
@@ -116,4 +118,4 @@ def export_model(model, export_dir, class_names, version=None, top_k=5,
     else:
         print(f"warning: {serving.MISSING_API}; exported without warmup requests and "
               f"{serving.MODELS_CONFIG}", file=sys.stderr)
-    return Path(export_dir) / str(written)
+    return fs.user_path(fs.join(export_dir, str(written)))

@@ -80,14 +80,16 @@ def predict_request(model_name: str, signature: str, inputs: dict):
     return request
 
 
-def write_warmup(version_dir, requests) -> Path:
+def write_warmup(version_dir, requests) -> str:
     """``assets.extra/tf_serving_warmup_requests``: TF Serving replays these before serving."""
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    path = Path(version_dir) / WARMUP_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tf.io.TFRecordWriter(str(path)) as writer:
+    from tfvision import fs
+
+    path = fs.join(version_dir, *WARMUP_FILE.parts)
+    tf.io.gfile.makedirs(fs.dirname(path))
+    with tf.io.TFRecordWriter(path) as writer:
         for request in requests:
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)
@@ -96,29 +98,31 @@ def write_warmup(version_dir, requests) -> Path:
     return path
 
 
-def update_models_config(export_dir) -> Path:
+def update_models_config(export_dir) -> str:
     """Add or refresh ``export_dir``'s entry in the ``models.config`` of its parent folder.
 
     The parent is the folder TF Serving mounts as ``/models``; the model is served under the
     name of ``export_dir``, every other entry is kept as it was.
     """
+    import tensorflow as tf
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    export_dir = Path(export_dir).resolve()
-    path = export_dir.parent / MODELS_CONFIG
+    from tfvision import fs, rundir  # TensorFlow's file I/O: not needed for a REST body
+
+    parent, name = fs.split(fs.absolute(export_dir))
+    path = fs.join(parent, MODELS_CONFIG)
     config = model_server_config_pb2.ModelServerConfig()
-    if path.exists():
+    if tf.io.gfile.exists(path):
         try:
-            text_format.Parse(path.read_text(), config)
+            text_format.Parse(rundir.read_text(path), config)
         except text_format.ParseError as err:
             raise ExportError(f"{path} is not a valid TF Serving model config: {err}") from None
     entries = config.model_config_list.config
-    entry = next((e for e in entries if e.name == export_dir.name), None) or entries.add()
-    entry.name = export_dir.name
-    entry.base_path = f"{SERVING_ROOT}/{export_dir.name}"
+    entry = next((e for e in entries if e.name == name), None) or entries.add()
+    entry.name = name
+    entry.base_path = f"{SERVING_ROOT}/{name}"
     entry.model_platform = "tensorflow"
-    from tfvision import rundir  # TensorFlow's file I/O: not needed for a REST body
 
     # TF Serving may poll this file: never show it half-written.
     rundir.write_text(path, text_format.MessageToString(config))

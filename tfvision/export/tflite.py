@@ -5,6 +5,8 @@ takes: float32 RGB pixels in [0, 255] at the model's size (normalization stays i
 Quantization changes the numbers, so its cost is reported as an accuracy difference.
 """
 
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tfvision import fs
 from tfvision.data.pipeline import decode_image, resize
 from tfvision.errors import ExportError
 from tfvision.export.savedmodel import check_close, probe_images
@@ -25,7 +28,7 @@ VARIANTS = {
 
 @dataclass
 class TfliteExport:
-    path: Path
+    path: Path | str  # a Path when local (fs.user_path)
     accuracy: dict  # {"keras": ..., "float32": ..., "dynamic_range": ...} on the validation split
 
 
@@ -72,13 +75,18 @@ def export_tflite(model, export_dir, validation, version=None) -> TfliteExport:
     size = model.input_shape[1:3]
     probe = tf.stack([resize(decode_image(tf.constant(e)), size)
                       for e in probe_images(size)])
-    with new_version(export_dir, version) as (written, tmp):
-        tmp.mkdir()
+    # The TFLite converter writes local files only: convert into a local folder, then copy
+    # into the version (which may be on gs://).
+    with new_version(export_dir, version) as (written, tmp), \
+            tempfile.TemporaryDirectory(prefix="tfvision-tflite-") as local:
+        tf.io.gfile.mkdir(tmp)
         interpreters = {}
         for variant, (filename, options) in VARIANTS.items():
-            model.export(str(tmp / filename), format="litert", verbose=False, **options)
-            interpreters[variant] = load_interpreter(tmp / filename)
+            path = os.path.join(local, filename)
+            model.export(path, format="litert", verbose=False, **options)
+            interpreters[variant] = load_interpreter(path)
+            tf.io.gfile.copy(path, fs.join(tmp, filename))
         got, want = tflite_logits(interpreters["float32"], probe), model(probe).numpy()
         check_close(got, want, model, "the float32 TFLite model's logits")
         accuracy = _accuracies(model, interpreters, validation)
-    return TfliteExport(Path(export_dir) / str(written), accuracy)
+    return TfliteExport(fs.user_path(fs.join(export_dir, str(written))), accuracy)

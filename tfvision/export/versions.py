@@ -1,26 +1,33 @@
 """TF Serving's layout, ``EXPORT_DIR/<integer version>/``, written so no one sees half a version.
 
 TF Serving loads every directory whose name is an integer as soon as it appears, so a
-version is written and checked in a hidden temporary directory beside the others and only
-then renamed into place (one atomic ``rename``). A killed export leaves at most a hidden
-``.tmp-*`` directory, which the next export removes.
+version is written and checked in a hidden temporary directory beside the others first.
+On a local disk it is then renamed into place (one atomic ``rename``). Object stores
+(``gs://``) have no rename: there the files are copied into the version folder with
+``saved_model.pb`` last, so a server that finds the folder early finds no model to load
+(TF Serving retries the load), never a graph without its variables. A killed export leaves
+at most a hidden ``.tmp-*`` directory, which the next export removes, and, on an object
+store, a version folder without ``saved_model.pb``.
 """
 
 import os
-import shutil
 from contextlib import contextmanager
-from pathlib import Path
 
+import tensorflow as tf
+
+from tfvision import fs
 from tfvision.errors import ExportError
 
 _TMP_PREFIX = ".tmp-"
+GRAPH_FILE = "saved_model.pb"
 
 
 def existing_versions(export_dir) -> list[int]:
-    export_dir = Path(export_dir)
-    if not export_dir.is_dir():
+    export_dir = str(export_dir)
+    if not tf.io.gfile.isdir(export_dir):
         return []
-    return sorted(int(p.name) for p in export_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(int(name) for name in fs.listdir(export_dir)
+                  if name.isdigit() and tf.io.gfile.isdir(fs.join(export_dir, name)))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -33,42 +40,59 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_abandoned(export_dir: Path) -> None:
-    """Delete temporary directories left by exports that were killed."""
-    for path in export_dir.glob(f"{_TMP_PREFIX}*"):
-        pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
+def _remove_abandoned(export_dir: str) -> None:
+    """Delete temporary directories left by exports that were killed (on this machine)."""
+    for name in fs.listdir(export_dir):
+        pid = name.rsplit("-", 1)[-1]
+        if name.startswith(_TMP_PREFIX) and pid.isdigit() and not _pid_alive(int(pid)):
+            fs.rmtree(fs.join(export_dir, name))
+
+
+def _copy_graph_last(src: str, dst: str) -> None:
+    """Copy the tree ``src`` to ``dst`` (an object store) with ``saved_model.pb`` last."""
+    files = [(fs.join(folder, name), fs.join(dst, folder[len(src):].lstrip("/"), name))
+             for folder, _, names in fs.walk(src) for name in names]
+    files.sort(key=lambda pair: fs.basename(pair[0]) == GRAPH_FILE)
+    for source, target in files:
+        tf.io.gfile.makedirs(fs.dirname(target))
+        tf.io.gfile.copy(source, target)
+
+
+def _publish(tmp: str, final: str) -> None:
+    if fs.is_url(final):
+        _copy_graph_last(tmp, final)
+    else:
+        os.rename(tmp, final)
 
 
 @contextmanager
 def new_version(export_dir, version=None):
-    """Yield ``(version, temporary dir)`` to write into; rename it to ``export_dir/version``.
+    """Yield ``(version, temporary dir)`` to write into; publish it as ``export_dir/version``.
 
     ``version`` defaults to one more than the highest existing one; an existing version is
     never overwritten. If the body raises, the temporary directory is removed.
     """
-    export_dir = Path(export_dir)
-    export_dir.mkdir(parents=True, exist_ok=True)
+    export_dir = str(export_dir)
+    tf.io.gfile.makedirs(export_dir)
     _remove_abandoned(export_dir)
     versions = existing_versions(export_dir)
     if version is None:
         version = versions[-1] + 1 if versions else 1
     if version < 1:
         raise ExportError(f"version must be a positive integer, got {version}")
-    final = export_dir / str(version)
-    if final.exists():
+    final = fs.join(export_dir, str(version))
+    if tf.io.gfile.exists(final):
         raise ExportError(
             f"{final} already exists and versions are never overwritten; "
             f"omit --version to write the next one ({max(versions, default=0) + 1})"
         )
-    tmp = export_dir / f"{_TMP_PREFIX}{version}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = fs.join(export_dir, f"{_TMP_PREFIX}{version}-{os.getpid()}")
+    fs.rmtree(tmp)
     try:
         yield version, tmp
         try:
-            os.rename(tmp, final)
-        except OSError as err:
+            _publish(tmp, final)
+        except (OSError, tf.errors.OpError) as err:
             raise ExportError(f"cannot move the new version into {final}: {err}") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fs.rmtree(tmp)

@@ -14,12 +14,12 @@ with the fused kernel, which also updates the running variance as PyTorch does (
 """
 
 import re
-from pathlib import Path
 
 import keras
+import tensorflow as tf
 from keras import layers
 
-from tfvision import rundir
+from tfvision import fs, rundir
 from tfvision.errors import ModelError
 from tfvision.models.batchnorm import FusedBatchNormalization
 from tfvision.models.torch_weights import HEAD, load_torch_weights, read_state_dict
@@ -166,17 +166,17 @@ def convert(src, dst) -> tuple[str, int | None]:
     """Write a torchvision ResNet state dict (a file, or ``resnet18``/``resnet34`` to
     download it) as a Keras weights file, so later runs need neither torch nor network.
     Returns (architecture, number of classes of its ``fc``, or None without one)."""
-    dst = Path(dst)
-    if not dst.name.endswith(KERAS_SUFFIX):
+    dst = str(dst)
+    if not dst.endswith(KERAS_SUFFIX):
         raise ModelError(f"{dst}: the destination must be a Keras weights file (*{KERAS_SUFFIX})")
-    named = src in WEIGHTS and not Path(src).exists()
+    named = src in WEIGHTS and not fs.isfile(src)
     state = read_state_dict(download(*WEIGHTS[src]) if named else src)
     arch = detect_resnet(state)
     head = f"{HEAD}.weight"
     num_classes = state[head].shape[0] if head in state else None
     model = ResNet(arch, num_classes or 1000, include_top=num_classes is not None)
     load_torch_weights(model, state)
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    tf.io.gfile.makedirs(fs.dirname(dst) or ".")
     with rundir.atomic_write(dst) as tmp:  # keeps the .weights.h5 suffix Keras insists on
         model.save_weights(tmp)
     return arch, num_classes

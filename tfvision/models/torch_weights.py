@@ -9,12 +9,13 @@ seed's CNN wraps each convolution in a ``ConvLayer``: there ``conv1`` is PyTorch
 which users choose.
 """
 
-from pathlib import Path
+import io
 
 import keras
 import numpy as np
 from keras import layers
 
+from tfvision import fs
 from tfvision.errors import ModelError
 
 # torchvision's name for the classifier: the ResNets' top and the new head of transfer_model
@@ -40,22 +41,28 @@ def _to_numpy(value):
     return np.asarray(value)
 
 
+def _read(path) -> bytes:
+    with fs.open_file(path) as f:  # bytes, so a weights file may be on any filesystem
+        return f.read()
+
+
 def read_state_dict(path) -> dict:
     """Name → numpy array from a ``.pth``/``.pt`` (needs torch) or ``.safetensors`` file."""
-    path = Path(path)
-    if not path.is_file():
+    path = str(path)
+    if not fs.isfile(path):
         raise ModelError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
+    suffix = "." + fs.basename(path).rsplit(".", 1)[-1]
+    if suffix == ".safetensors":
         from safetensors import SafetensorError
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load
 
         try:
-            return load_file(str(path))
+            return load(_read(path))
         except (SafetensorError, OSError, ValueError) as err:
             raise ModelError(
                 f"cannot read {path}: truncated or not a safetensors file ({err})"
             ) from None
-    if path.suffix not in TORCH_SUFFIXES:
+    if suffix not in TORCH_SUFFIXES:
         raise ModelError(f"{path}: unknown weights format; use a PyTorch .pth/.pt or "
                          ".safetensors state dict, or the Keras weights file that "
                          "`tfvision weights convert` writes from one")
@@ -67,7 +74,7 @@ def read_state_dict(path) -> dict:
             "torch is installed with `tfvision weights convert` and use the file it writes"
         ) from None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(_read(path)), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 (torch: RuntimeError, EOFError, UnpicklingError...)
         raise ModelError(
             f"cannot read {path}: truncated or not a PyTorch checkpoint ({err})"

@@ -11,11 +11,11 @@ while BatchNorm keeps its pretrained statistics: a pretrained backbone is always
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 from keras import layers, ops
 
+from tfvision import fs
 from tfvision.errors import ModelError
 from tfvision.models.resnet import resnet18, resnet34
 from tfvision.models.torch_weights import HEAD
@@ -89,7 +89,7 @@ def _key(name):
 def _backbone(name, input_shape, weights):
     if _key(name) not in BACKBONES:
         raise ModelError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}")
-    if weights not in (None, "imagenet") and not Path(weights).is_file():
+    if weights not in (None, "imagenet") and not fs.isfile(weights):
         raise ModelError(f"weights file {weights} does not exist")
     try:
         return BACKBONES[_key(name)].build(input_shape, weights)

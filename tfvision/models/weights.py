@@ -5,17 +5,17 @@ Keras cache) or a local file, and loads it all-or-nothing with an error that say
 """
 
 import warnings
-from pathlib import Path
 
 import keras
 
+from tfvision import fs
 from tfvision.errors import ModelError
 from tfvision.models.torch_weights import load_torch_weights
 
 KERAS_SUFFIX = ".weights.h5"
 
 
-def download(url, sha256) -> Path:
+def download(url, sha256) -> str:
     """Fetch ``url`` once into the Keras cache (``~/.keras/models``), checking its SHA-256."""
     try:
         path = keras.utils.get_file(
@@ -28,7 +28,7 @@ def download(url, sha256) -> Path:
             "file elsewhere and point the config at it: `model.weights: /path/to/file` "
             f"(a .pth, .safetensors or {KERAS_SUFFIX} from `tfvision weights convert`)"
         ) from None
-    return Path(path)
+    return path
 
 
 def load_weights(model, weights, imagenet=None):
@@ -36,10 +36,10 @@ def load_weights(model, weights, imagenet=None):
     if weights == "imagenet":
         path = download(*imagenet)
     else:
-        path = Path(weights)
-    if not path.name.endswith(KERAS_SUFFIX):
+        path = str(weights)
+    if not path.endswith(KERAS_SUFFIX):
         return load_torch_weights(model, path)
-    if not path.is_file():
+    if not fs.isfile(path):
         raise ModelError(f"weights file {path} does not exist")
     try:
         with warnings.catch_warnings():  # Keras warns once per mismatched layer, then raises

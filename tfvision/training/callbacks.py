@@ -1,25 +1,23 @@
 """Callbacks that make a run directory complete and resumable."""
 
 import csv
+import io
 import json
 import math
-import os
-from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from tfvision import rundir
+from tfvision import fs, rundir
 from tfvision.errors import TrainingError
 
 
 def read_history(path):
     """Rows of a history.csv as dicts (empty when absent)."""
-    path = Path(path)
-    if not path.exists():
+    if not tf.io.gfile.exists(str(path)):
         return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+    return list(csv.DictReader(io.StringIO(rundir.read_text(path))))
 
 
 def best_so_far(path, monitor):
@@ -30,10 +28,10 @@ def best_so_far(path, monitor):
 
 def backed_up_epochs(backup_dir) -> int | None:
     """How many epochs the backup in ``backup_dir`` has finished (None: no backup)."""
-    path = Path(backup_dir) / "training_metadata.json"
-    if not path.exists():
+    path = fs.join(backup_dir, "training_metadata.json")
+    if not tf.io.gfile.exists(path):
         return None
-    return json.loads(path.read_text())["epoch"]
+    return json.loads(rundir.read_text(path))["epoch"]
 
 
 class HistoryCSV(keras.callbacks.Callback):
@@ -41,43 +39,36 @@ class HistoryCSV(keras.callbacks.Callback):
 
     Keras' CSVLogger appends blindly, so an epoch logged just before a kill is logged again
     when it is re-run. This callback drops, when the first epoch of a ``fit`` begins, the
-    rows at or past that epoch (the one training resumes from), then appends one row per
-    finished epoch, flushed to disk before the backup of that epoch is written.
+    rows at or past that epoch (the one training resumes from), then writes the file anew,
+    atomically, after each finished epoch and before the backup of that epoch is written.
+    Rewriting, not appending: object stores (``gs://``) cannot append, and the file is small.
     """
 
     def __init__(self, path):
         super().__init__()
-        self.path = Path(path)
-        self._fields = None
-        self._started = False
+        self.path = str(path)
+        self._rows = None
 
     def on_train_begin(self, logs=None):
-        self._started = False
+        self._rows = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._started:
-            return
-        self._started = True
-        kept = [row for row in read_history(self.path) if int(row["epoch"]) < epoch]
-        self._fields = list(kept[0].keys()) if kept else None
-        with rundir.atomic_write(self.path) as tmp, open(tmp, "w", newline="") as f:
-            if kept:
-                writer = csv.DictWriter(f, fieldnames=self._fields)
-                writer.writeheader()
-                writer.writerows(kept)
+        if self._rows is None:
+            self._rows = [row for row in read_history(self.path) if int(row["epoch"]) < epoch]
+            self._write()
 
     def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch, **{k: f"{float(v):.6g}" for k, v in (logs or {}).items()}}
-        new_file = self._fields is None
-        if new_file:
-            self._fields = list(row)
-        with self.path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self._fields, extrasaction="ignore")
-            if new_file:
-                writer.writeheader()
-            writer.writerow(row)
-            f.flush()
-            os.fsync(f.fileno())
+        self._rows.append({"epoch": epoch,
+                           **{k: f"{float(v):.6g}" for k, v in (logs or {}).items()}})
+        self._write()
+
+    def _write(self):
+        text = io.StringIO()
+        if self._rows:
+            writer = csv.DictWriter(text, fieldnames=list(self._rows[0]), extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(self._rows)
+        rundir.write_text(self.path, text.getvalue())
 
 
 class Backup(keras.callbacks.BackupAndRestore):
@@ -112,7 +103,7 @@ class Backup(keras.callbacks.BackupAndRestore):
             # hide them); such a backup could never resume, so the good one is kept.
             raise diverged(self.model, self.backup_dir, "the weights became non-finite",
                            self._where)
-        os.makedirs(self.backup_dir, exist_ok=True)
+        tf.io.gfile.makedirs(self.backup_dir)
         with rundir.atomic_write(self._weights_path) as tmp:
             self.model.save_weights(tmp)
         metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
@@ -130,7 +121,7 @@ class StopOnNaN(keras.callbacks.Callback):
 
     def __init__(self, backup_dir):
         super().__init__()
-        self.backup_dir = Path(backup_dir)
+        self.backup_dir = str(backup_dir)
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -169,17 +160,16 @@ def run_callbacks(out_dir, backup_dir, backup_freq="epoch", monitor="val_accurac
     after a NaN), history before the backup (a kill in between re-runs the epoch and rewrites
     its row, instead of leaving it out), then the rest.
     """
-    out_dir = Path(out_dir)
     best = keras.callbacks.ModelCheckpoint(
-        str(out_dir / "best.keras"), monitor=monitor, mode="max", save_best_only=True
+        rundir.run_file(out_dir, "best"), monitor=monitor, mode="max", save_best_only=True
     )
-    previous_best = best_so_far(out_dir / "history.csv", monitor)
+    previous_best = best_so_far(rundir.run_file(out_dir, "history"), monitor)
     if previous_best is not None:
         best.best = previous_best
     return [
         StopOnNaN(backup_dir),
-        HistoryCSV(out_dir / "history.csv"),
+        HistoryCSV(rundir.run_file(out_dir, "history")),
         Backup(backup_dir, backup_freq),  # train.backup_freq is Keras' save_freq
         best,
-        keras.callbacks.TensorBoard(str(out_dir / "logs")),
+        keras.callbacks.TensorBoard(rundir.run_file(out_dir, "logs")),
     ]

@@ -15,7 +15,6 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from tfvision.errors import ConfigError
 
@@ -35,10 +34,10 @@ class Task:
         """The ``chief`` task, or worker 0 when the cluster has no chief job."""
         return self.type == "chief" or (self.index == 0 and not self.has_chief_job)
 
-    def run_dir(self, run_dir) -> Path:
+    def run_dir(self, run_dir) -> str:
         """The chief uses ``run_dir``; other workers ``<run_dir>.worker-<i>`` beside it."""
-        run_dir = Path(run_dir)
-        return run_dir if self.is_chief else run_dir.with_name(f"{run_dir.name}.worker-{self.index}")
+        run_dir = str(run_dir).rstrip("/")
+        return run_dir if self.is_chief else f"{run_dir}.worker-{self.index}"
 
 
 def current_task() -> Task:
@@ -63,9 +62,9 @@ def current_task() -> Task:
 def side_effect_dir(run_dir, task: Task):
     """Where this process writes the run's outputs: ``run_dir`` on the chief, else a temp dir."""
     if task.is_chief:
-        yield Path(run_dir)
+        yield str(run_dir)
         return
-    tmp = Path(tempfile.mkdtemp(prefix=f"tfvision-worker-{task.index}-"))
+    tmp = tempfile.mkdtemp(prefix=f"tfvision-worker-{task.index}-")
     try:
         yield tmp
     finally:

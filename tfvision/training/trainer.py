@@ -6,14 +6,14 @@ command on it resumes from the last backup, and on a finished one does nothing.
 
 import dataclasses
 import math
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
-from tfvision import rundir
+from tfvision import fs, rundir
 from tfvision.config import Config
 from tfvision.data.dataset import load_dataset
 from tfvision.data.pipeline import resolve_autotune
@@ -39,14 +39,21 @@ from tfvision.training.strategy import (
 
 @dataclass
 class TrainResult:
-    run_dir: Path
+    """Paths are ``pathlib.Path`` for local ones, the URL string for others (pathlib would
+    fold ``gs://`` into ``gs:/``)."""
+
+    run_dir: Path | str
     model: keras.Model
     class_names: list
     metrics: dict
-    export_path: Path | None
+    export_path: Path | str | None
+
+    def __post_init__(self):
+        self.run_dir = fs.user_path(self.run_dir)
+        self.export_path = self.export_path and fs.user_path(self.export_path)
 
 
-def resolve_run_dir(config: Config, run_dir=None) -> Path:
+def resolve_run_dir(config: Config, run_dir=None) -> str:
     """This process' run dir: ``run_dir`` (default ``runs/<config name>``), or its own one
     beside it on a non-chief worker."""
     return current_task().run_dir(run_dir or rundir.default_run_dir(config))
@@ -54,10 +61,10 @@ def resolve_run_dir(config: Config, run_dir=None) -> Path:
 
 def resume_point(run_dir, config: Config) -> str:
     """Where re-running the same command picks ``run_dir`` up: from its last backup."""
-    backup = Path(run_dir) / rundir.RUN_FILES["backup"]
-    done = backed_up_epochs(backup / FINE_TUNE_BACKUP)
+    backup = rundir.run_file(run_dir, "backup")
+    done = backed_up_epochs(fs.join(backup, FINE_TUNE_BACKUP))
     if done is None:
-        done = (config.train.epochs if (backup / PHASE1_MODEL).exists()
+        done = (config.train.epochs if tf.io.gfile.exists(fs.join(backup, PHASE1_MODEL))
                 else backed_up_epochs(backup))
     if done is None:
         return "from its first epoch (no backup was written yet)"
@@ -121,14 +128,14 @@ def fit_phases(model, fit, config, train_cfg, backup_dir, strategy, steps_per_ep
         fit(model, train_cfg, backup_dir, 0)
         return model
     first_unfrozen(model, train_cfg.unfreeze_from)  # a bad value fails now, not after phase 1
-    phase1 = Path(backup_dir) / PHASE1_MODEL
-    if phase1.exists():
+    phase1 = fs.join(backup_dir, PHASE1_MODEL)
+    if tf.io.gfile.exists(phase1):
         print(f"phase 1 finished earlier ({phase1}); going on with phase 2 (fine-tuning)")
     else:
         print(f"phase 1 of 2: {train_cfg.epochs} epochs, {trainable_parameters(model)} trainable "
               "parameters")
         fit(model, train_cfg, backup_dir, 0)
-        phase1.parent.mkdir(parents=True, exist_ok=True)
+        tf.io.gfile.makedirs(backup_dir)
         rundir.save_model(model, phase1)
     learning_rate = train_cfg.fine_tune_learning_rate
     if learning_rate is None:
@@ -147,7 +154,7 @@ def fit_phases(model, fit, config, train_cfg, backup_dir, strategy, steps_per_ep
     print(f"phase 2 of 2: {fine_cfg.epochs} epochs at learning rate {learning_rate:g}, "
           f"backbone unfrozen from {train_cfg.unfreeze_from}: {trainable_parameters(model)} trainable "
           "parameters")
-    fit(model, fine_cfg, Path(backup_dir) / FINE_TUNE_BACKUP, train_cfg.epochs)
+    fit(model, fine_cfg, fs.join(backup_dir, FINE_TUNE_BACKUP), train_cfg.epochs)
     return model
 
 
@@ -163,18 +170,19 @@ def _final_metrics(run_dir):
 def train(config: Config, run_dir=None, verbose=None) -> TrainResult:
     """Train ``config`` in ``run_dir`` (default ``runs/<config name>``), resuming if unfinished."""
     task = current_task()
-    run_dir = Path(resolve_run_dir(config, run_dir))
+    run_dir = resolve_run_dir(config, run_dir)
     distribute, auto_choices = resolve_distribute(config.distribute)
     data_cfg = dataclasses.replace(config.data, autotune=resolve_autotune(config.data.autotune))
     config = dataclasses.replace(config, distribute=distribute, data=data_cfg)
     rundir.save_config(run_dir, config)
-    model_path = Path(rundir.run_file(run_dir, "model"))
-    if not task.is_chief and (run_dir / WORKER_DONE).exists():
+    model_path = rundir.run_file(run_dir, "model")
+    if not task.is_chief and tf.io.gfile.exists(fs.join(run_dir, WORKER_DONE)):
         print(f"{run_dir}: worker {task.index} already finished this run; nothing to train.")
         return TrainResult(run_dir, None, [], {}, None)
-    if model_path.exists():
-        print(f"{run_dir} is already complete ({model_path.name} exists); nothing to train.")
-        model = keras.saving.load_model(model_path)
+    if tf.io.gfile.exists(model_path):
+        print(f"{run_dir} is already complete ({fs.basename(model_path)} exists); "
+              "nothing to train.")
+        model = rundir.load_model(model_path)
         class_names = rundir.read_class_names(run_dir)
         return TrainResult(run_dir, model, class_names, _final_metrics(run_dir), None)
 
@@ -211,7 +219,8 @@ def train(config: Config, run_dir=None, verbose=None) -> TrainResult:
                 verbose=verbose,
             )
 
-        model = fit_phases(model, fit, config, train_cfg, run_dir / rundir.RUN_FILES["backup"], strategy,
+        backup_dir = rundir.run_file(run_dir, "backup")
+        model = fit_phases(model, fit, config, train_cfg, backup_dir, strategy,
                            steps_per_epoch, one_hot_labels=data.one_hot_labels,
                            jit_compile=distribute.jit_compile,
                            steps_per_execution=distribute.steps_per_execution)
@@ -224,15 +233,15 @@ def train(config: Config, run_dir=None, verbose=None) -> TrainResult:
             )
         metrics = _final_metrics(out_dir)
         if task.is_chief:
-            report_dir = Path(out_dir) / REPORT_DIR
+            report_dir = fs.join(out_dir, REPORT_DIR)
             evaluate(out_dir, config, model=model, dataset=data, report_dir=report_dir,
                      pictures="auto")
             print(f"report: {report_dir}")
-    shutil.rmtree(run_dir / rundir.RUN_FILES["backup"], ignore_errors=True)  # kept until model.keras exists
+    fs.rmtree(backup_dir)  # kept until model.keras exists
     if task.num_workers > 1:
         digest = weights_digest(model)
         print(f"{DIGEST_LABEL} {digest}")
         if not task.is_chief:
-            (run_dir / WORKER_DONE).write_text(digest + "\n")
+            rundir.write_text(fs.join(run_dir, WORKER_DONE), digest + "\n")
             export_path = None
     return TrainResult(run_dir, model, data.class_names, metrics, export_path)
