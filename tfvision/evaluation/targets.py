@@ -29,7 +29,6 @@ class Target:
     logits_of: Callable  # a batch of inputs -> NumPy logits
     takes_bytes: bool  # inputs are encoded images (an export), not pixels
     run_dir: str | None  # where history.csv may be
-    model: object = None  # the Keras model, when it is one
 
 
 def whole_source(config: Config, source: str) -> Config:
@@ -88,7 +87,7 @@ def resolve(target, config: Config | None = None, overrides=(), data: str | None
     if data:
         config = whole_source(config, data)
     config = override_config(config, overrides)
-    return Target(path, config, class_names, logits_of, takes_bytes, run_dir, model)
+    return Target(path, config, class_names, logits_of, takes_bytes, run_dir)
 
 
 def _label_map(source_names, model_names) -> tf.Tensor:
