@@ -176,6 +176,12 @@ def test_corruption_sweep_reports_every_corruption_and_severity(trained_run, tmp
     assert contrast[-1] < contrast[0] - 0.3  # a nearly flat image is hard to read
     assert (tmp_path / "corruptions.png").read_bytes().startswith(PNG)
     assert "corruption_accuracy: " in done.stdout
+    # The export, fed the same corrupted pixels as PNGs, answers the same.
+    from_export = evaluate(trained_run.export_path, corruptions=True)["corruptions"]
+    def accuracies(sweep):
+        return {name: [r["accuracy"] for r in rows] for name, rows in sweep["results"].items()}
+
+    assert accuracies(from_export) == accuracies(found)
 
 
 def test_the_mistakes_gallery_draws_an_overlay_per_mistake(trained_run, tmp_path):
