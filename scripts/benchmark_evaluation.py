@@ -130,9 +130,11 @@ def bench_predict(work: Path, jpegs, side, rounds):
     model = rundir.load_model(model_path)
     size = model.input_shape[1:3]
     files = sorted(str(p) for p in folder.rglob("*.jpg"))
+    def load(path):
+        return resize(decode_image(tf.io.read_file(path)), size)
+
     pipeline = (tf.data.Dataset.from_tensor_slices(files)
-                .map(lambda p: resize(decode_image(tf.io.read_file(p)), size),
-                     num_parallel_calls=AUTOTUNE, deterministic=True)
+                .map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
                 .batch(64).prefetch(AUTOTUNE))
     model.predict(pipeline, verbose=0)
 

@@ -22,7 +22,10 @@ from tfvision.data.pipeline import AUTOTUNE, decode_image, resize
 from tfvision.errors import DataError, ModelError
 from tfvision.export.loaded import is_export, latest_version, load_export
 
-_CHECK_THREADS = 16  # header checks read a few bytes per file: bound by I/O latency
+# Header checks read a few bytes per file. On an object store that is bound by latency, so
+# threads help; local files are mostly in the page cache, where threads only contend for
+# the GIL (2,000 JPEGs: 0.11 s in one thread, 0.20 s in 16).
+_CHECK_THREADS = 16
 
 
 class TopKWarning(UserWarning):
@@ -78,8 +81,11 @@ def _check(paths) -> tuple[list[str], list[Skipped]]:
         except (OSError, tf.errors.OpError) as err:
             return f"cannot read ({getattr(err, 'strerror', None) or err})"
 
-    with ThreadPoolExecutor(_CHECK_THREADS) as pool:
-        problems = list(pool.map(problem, paths))
+    if any(map(fs.is_url, paths)):
+        with ThreadPoolExecutor(_CHECK_THREADS) as pool:
+            problems = list(pool.map(problem, paths))
+    else:
+        problems = list(map(problem, paths))
     return ([p for p, bad in zip(paths, problems) if not bad],
             [Skipped(p, bad) for p, bad in zip(paths, problems) if bad])
 
