@@ -127,6 +127,11 @@ def test_a_calibrated_export_answers_softmax_of_logits_over_t(trained_run, tmp_p
                                rtol=1e-5, atol=1e-6)
     raw = load_export(trained_run.export_path)(tf.constant(encoded))["logits"].numpy()
     np.testing.assert_allclose(logits, raw, rtol=1e-5, atol=1e-5)  # logits stay raw
+    # Its report judges what it serves: calibrated already, so a temperature of 1 is best.
+    nll_after = float(done.stdout.split(" -> ")[1].split(")")[0])
+    calibration = evaluate(tmp_path)["calibration"]
+    assert calibration["nll"] == pytest.approx(nll_after, abs=1e-4)
+    assert calibration["temperature"] == pytest.approx(1, abs=1e-3)
 
 
 def test_pictures_without_matplotlib_name_the_extra(trained_run, tmp_path, monkeypatch):

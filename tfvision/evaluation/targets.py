@@ -2,7 +2,8 @@
 
 A TARGET is a run dir, a ``.keras`` file or an export. A Keras model reads the pipeline's
 pixels; an export is called exactly as TF Serving calls it, through ``serving_default`` on
-encoded images, so its report shows what a deployed model does. Either way the labels are
+encoded images, so its report shows what a deployed model does (with the temperature of
+``export --calibrate``, its logits are divided by it, as its probabilities are). Either way the labels are
 the model's class ids, matched by class name to the source's.
 """
 
@@ -67,8 +68,8 @@ def resolve(target, config: Config | None = None, overrides=(), data: str | None
         config, run_dir = _export_config(path, config)
         export = load_export(path)
 
-        def logits_of(encoded):
-            return export(encoded)["logits"].numpy()
+        def logits_of(encoded):  # a calibrated export is judged by what it serves
+            return export(encoded)["logits"].numpy() / np.float32(export.temperature)
 
         takes_bytes, class_names = True, export.class_names
     else:
