@@ -6,6 +6,7 @@ torchvision's, so it also serves as the reference for weight-conversion and pari
 (``sys.path.insert(0, "scripts"); from torch_reference import resnet18``).
 """
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -109,3 +110,35 @@ def resnet18(num_classes=1000):
 def resnet34(num_classes=1000):
     """``torchvision.models.resnet34(weights=None, num_classes=num_classes)``."""
     return ResNet((3, 4, 6, 3), num_classes)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def reference_resnet(arch="resnet18", seed=0):
+    """A torchvision-architecture ResNet in eval mode with non-trivial BatchNorm: running
+    statistics measured on a random batch (as training would leave them, so activations stay
+    in a realistic range through every block) and random affine terms."""
+    torch.manual_seed(seed)
+    module = {"resnet18": resnet18, "resnet34": resnet34}[arch]()
+    gen = torch.Generator().manual_seed(seed)
+    norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for m in norms:
+            m.weight.copy_(0.5 + torch.rand(m.num_features, generator=gen))
+            m.bias.copy_(0.2 * torch.randn(m.num_features, generator=gen))
+            m.momentum = 1.0  # running statistics := this batch's
+        module.train()
+        module(torch.randn(4, 3, 96, 96, generator=gen))
+        for m in norms:
+            m.momentum = 0.1
+    return module.eval()
+
+
+def imagenet_input(pixels):
+    """NHWC pixels in [0, 255] → torchvision's normalized NCHW tensor."""
+    x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))) / 255.0
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std

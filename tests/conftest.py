@@ -63,6 +63,57 @@ def pretend_gpus(monkeypatch, count):
     monkeypatch.setattr(strategy, "_tpu_resolver", lambda: None)
 
 
+NEXT_KERAS = "keras-nightly"  # the next Keras, published daily; pure Python
+
+
+@pytest.fixture(scope="session")
+def next_keras(tmp_path_factory):
+    """The next Keras installed beside the TensorFlow we have (``--no-deps --target``, no
+    second TensorFlow): the environment under which a subprocess runs it."""
+    target = tmp_path_factory.mktemp("next-keras")
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+         str(target), NEXT_KERAS], capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"cannot install {NEXT_KERAS} from the package index: {done.stderr[-2000:]}")
+    env = {"PYTHONPATH": str(target)}
+    probe = subprocess.run(
+        [sys.executable, "-c",
+         "import keras, tensorflow; print(keras.__version__, keras.__file__, tensorflow.__file__)"],
+        env={**os.environ, **env},
+        capture_output=True, text=True, timeout=300, check=True)
+    version, keras_file, tf_file = probe.stdout.split()
+    assert ".dev" in version and keras_file.startswith(str(target)), probe.stdout
+    assert not tf_file.startswith(str(target)), "a second TensorFlow came with keras-nightly"
+    return env
+
+
+@pytest.fixture(params=["installed_keras", "next_keras"])
+def keras_env(request):
+    """Environment for a test's tfvision processes: the installed Keras, then the next one."""
+    return {} if request.param == "installed_keras" else request.getfixturevalue("next_keras")
+
+
+# Trains a config (argv[1]) into a run dir (argv[2]) under Mirrored over 2 logical CPUs, then
+# tells whether several steps per call are accepted there.
+MIRRORED_SCRIPT = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from tfvision.config import DistributeConfig, load_config
+from tfvision.errors import ConfigError
+from tfvision.training import train
+from tfvision.training.strategy import resolve_distribute
+train(load_config(sys.argv[1]), sys.argv[2], verbose=0)
+try:
+    resolve_distribute(DistributeConfig(strategy="mirrored", steps_per_execution=4))
+    print("steps_per_execution=4 accepted")
+except ConfigError as err:
+    print(f"refused: {err}")
+"""
+
+
 SMALL_OVERRIDES = ("data.image_size=16", "train.epochs=3", "train.learning_rate=0.05")
 
 
@@ -75,8 +126,8 @@ class BackgroundCLI:
     """``tfvision ARGS`` running in the background, its output read line by line as it comes,
     for tests that act in the middle of a run (kill a worker, SIGKILL after an epoch)."""
 
-    def __init__(self, *args, cwd=None):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def __init__(self, *args, cwd=None, env=None):
+        env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tfvision.cli", *map(str, args)], cwd=cwd, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -22,11 +22,11 @@ def _first_epoch_shown(output):
 
 
 @pytest.mark.slow
-def test_ctrl_c_says_where_it_resumes_then_sigkill_then_rerun_resumes(tmp_path):
+def test_ctrl_c_says_where_it_resumes_then_sigkill_then_rerun_resumes(tmp_path, keras_env):
     from tfvision.training import train
 
     args = ["train", *small_cli_args(f"train.epochs={EPOCHS}"), "--run-dir", tmp_path / "run"]
-    first = BackgroundCLI(*args, cwd=tmp_path)
+    first = BackgroundCLI(*args, cwd=tmp_path, env=keras_env)
     # Keras prints "Epoch 3/" once every callback has finished epoch 2, the backup included.
     first.wait_for(f"Epoch 3/{EPOCHS}")
     first.proc.send_signal(signal.SIGINT)
@@ -35,14 +35,14 @@ def test_ctrl_c_says_where_it_resumes_then_sigkill_then_rerun_resumes(tmp_path):
             f"{EPOCHS}, from its last backup") in first.output
     assert "Aborted!" not in first.output and "Traceback" not in first.output
 
-    second = BackgroundCLI(*args, cwd=tmp_path)  # the same command again
+    second = BackgroundCLI(*args, cwd=tmp_path, env=keras_env)  # the same command again
     second.wait_for(f"Epoch 5/{EPOCHS}")
     second.proc.send_signal(signal.SIGKILL)
     assert second.finish(timeout=30) == -signal.SIGKILL
     assert _first_epoch_shown(second.output) == 3  # resumed, not from epoch 1
     assert not (tmp_path / "run" / "model.keras").exists()
 
-    third = run_cli(*args, cwd=tmp_path)
+    third = run_cli(*args, cwd=tmp_path, env=keras_env)
     assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     assert _first_epoch_shown(third.stdout) == 5
     rows = read_history(tmp_path / "run" / "history.csv")
@@ -167,3 +167,23 @@ def test_a_run_that_failed_before_training_takes_the_corrected_config(tmp_path):
     with pytest.raises(ConfigError, match=r"holds a run with a different config \(train.epochs"):
         train(small_config("data.source=folder", f"data.path={missing}", "train.epochs=2",
                            "data.image_size=8"), run_dir, verbose=0)
+
+
+def test_backup_refuses_a_keras_whose_backup_internals_changed(tmp_path, monkeypatch):
+    """Backup overrides private BackupAndRestore code; a Keras without it gets one line
+    naming what changed, before any training (a backup that cannot resume is worse)."""
+    from tfvision.training import callbacks
+
+    def on_epoch_end(self, epoch, logs=None):  # a Keras that saves some other way
+        self._write_checkpoint(epoch)
+
+    callbacks._check_keras_backup.cache_clear()
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", on_epoch_end)
+    monkeypatch.setattr(keras, "__version__", "3.99.0")
+    with pytest.raises(TrainingError) as err:
+        Backup(tmp_path)
+    assert str(err.value).startswith("Keras 3.99.0 changed BackupAndRestore.on_epoch_end (no "
+                                     "longer has self._save_model())")
+    monkeypatch.undo()
+    callbacks._check_keras_backup.cache_clear()
+    Backup(tmp_path)  # this Keras has what Backup needs

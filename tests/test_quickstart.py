@@ -31,6 +31,18 @@ def quickstart(tmp_path_factory):
 def test_quickstart_is_fast_accurate_and_complete(quickstart):
     run_dir, seconds, result = quickstart
     assert seconds < 120, f"quickstart took {seconds:.0f}s"
+    _assert_complete(run_dir, result)
+
+
+@pytest.mark.slow
+def test_quickstart_runs_on_the_next_keras(tmp_path, next_keras):
+    result = run_cli("train", cwd=tmp_path, env=next_keras)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_complete(tmp_path / "runs" / "quickstart", result)
+
+
+def _assert_complete(run_dir, result):
+    """Every epoch once, the accuracy the quickstart promises, every file, an export."""
     with (run_dir / "history.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == list(range(load_config().train.epochs))

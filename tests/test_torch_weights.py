@@ -23,43 +23,10 @@ from tfvision.models.weights import load_weights
 # torchvision is not installable here; scripts/torch_reference.py rebuilds its ResNets (same
 # module names, shapes and initialization) and the seed's CNN in plain PyTorch.
 sys.path.insert(0, str(REPO / "scripts"))
-import torch_reference
-from torch_reference import SeedCNN
+from torch_reference import SeedCNN, imagenet_input, reference_resnet
 
 TOLERANCE = 1e-4  # max abs difference of logits, the issue's acceptance bound
 FACTORIES = {"resnet18": resnet18, "resnet34": resnet34}
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def reference_resnet(arch="resnet18", seed=0):
-    """A torchvision-architecture ResNet in eval mode with non-trivial BatchNorm: running
-    statistics measured on a random batch (as training would leave them, so activations stay
-    in a realistic range through every block) and random affine terms."""
-    torch.manual_seed(seed)
-    module = getattr(torch_reference, arch)()
-    gen = torch.Generator().manual_seed(seed)
-    norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
-    with torch.no_grad():
-        for m in norms:
-            m.weight.copy_(0.5 + torch.rand(m.num_features, generator=gen))
-            m.bias.copy_(0.2 * torch.randn(m.num_features, generator=gen))
-            m.momentum = 1.0  # running statistics := this batch's
-        module.train()
-        module(torch.randn(4, 3, 96, 96, generator=gen))
-        for m in norms:
-            m.momentum = 0.1
-    return module.eval()
-
-
-def imagenet_input(pixels):
-    """NHWC pixels in [0, 255] → torchvision's normalized NCHW tensor."""
-    x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))) / 255.0
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
 def torch_outputs(module, x):
     with torch.no_grad():
         return module(x).numpy()

@@ -18,6 +18,7 @@ _EXPORTS = {
     "transfer_model": "tfvision.models",
     "load_torch_weights": "tfvision.models",
     "load_dataset": "tfvision.data.dataset",
+    "preprocess": "tfvision.data.pipeline",
     "train": "tfvision.training",
     "evaluate": "tfvision.evaluation",
     "export_model": "tfvision.export.savedmodel",

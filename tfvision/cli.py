@@ -217,6 +217,8 @@ def export(target, export_dir, version, fmt, top_k, calibrate):
     if calibrate and fmt != "saved_model":
         raise click.UsageError("--calibrate is for saved_model exports")
     if fmt == "saved_model":
+        from tfvision.data.pipeline import Preset
+
         temperature = 1.0
         if calibrate:
             from tfvision.evaluation.report import calibrate as fit
@@ -226,7 +228,8 @@ def export(target, export_dir, version, fmt, top_k, calibrate):
             click.echo(f"temperature: {temperature:.4f} (fitted on the validation split: NLL "
                        f"{fitted['nll']:.4f} -> {fitted['nll_calibrated']:.4f})")
         path = export_model(model, export_dir, rundir.read_class_names(run_dir), version=version,
-                            top_k=top_k or cfg.export.top_k, temperature=temperature)
+                            top_k=top_k or cfg.export.top_k, preset=Preset.of(cfg),
+                            temperature=temperature)
         click.echo(f"exported: {path}")
         return
     from tfvision.data.dataset import load_dataset

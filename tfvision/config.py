@@ -107,12 +107,29 @@ class DataConfig(_Section):
         "none", choices=("none", "flip", "crop_flip", "pad_crop_flip", "resized_crop_flip"),
         help="training only; crop_flip: pad-and-crop up to 64 px, random resized crop above",
     )
+    crop_scale: list[float] = _opt(
+        [0.08, 1.0], minimum=0.0, maximum=1.0, length=2,
+        help="random resized crops: the range of their share of the original's area "
+        "(torchvision's RandomResizedCrop)")
+    crop_ratio: list[float] = _opt(
+        [3 / 4, 4 / 3], minimum=0.01, length=2,
+        help="random resized crops: the range of their width / height")
     randaugment: int = _opt(0, minimum=0, help="RandAugment operations per image (0: off)")
     randaugment_magnitude: int = _opt(
         9, minimum=0, maximum=RANDAUGMENT_MAX_MAGNITUDE, help="RandAugment strength, 0 to 10"
     )
     mixup: float = _opt(0.0, minimum=0.0, help="MixUp beta alpha (0: off; labels become soft)")
     cutmix: float = _opt(0.0, minimum=0.0, help="CutMix beta alpha (0: off; labels become soft)")
+    eval_resize: str = _opt(
+        "auto", choices=("auto", "squash", "center_crop"),
+        help="evaluation and serving: squash to image_size, or resize the shorter side to "
+        "image_size / crop_fraction and crop the centre (torchvision's eval preset); auto: "
+        "center_crop for ResNet-18/34 with ImageNet or torchvision weights, else squash",
+    )
+    crop_fraction: float = _opt(
+        0.875, minimum=0.05, maximum=1.0, help="center_crop: the crop's share of the resized "
+        "shorter side (torchvision: 224 / 256)"
+    )
     cache: str = _opt(
         "auto", choices=("auto", "memory", "disk", "none"),
         help="decoded images: auto picks memory, else disk, else none by their size",
@@ -151,6 +168,11 @@ class ModelConfig(_Section):
         True, help="transfer: phase 1 (train.epochs) trains only the new head on a frozen backbone"
     )
 
+    @property
+    def pretrained(self) -> str | None:
+        """``weights`` with ``none`` (as YAML users write it) read as None."""
+        return None if self.weights in (None, "none") else self.weights
+
 
 @dataclass
 class TrainConfig(_Section):
@@ -164,6 +186,9 @@ class TrainConfig(_Section):
     step_gamma: float = _opt(0.1, minimum=0.0)
     seed: int = _opt(42)
     top_k: int = _opt(5, minimum=1)
+    label_smoothing: float = _opt(
+        0.0, minimum=0.0, below=1.0, help="share of each label spread over all classes "
+        "(torchvision's recipe: 0.1); labels then travel as one-hot rows")
     fine_tune_epochs: int = _opt(
         0, minimum=0, help="transfer: phase 2 epochs, backbone unfrozen, after train.epochs"
     )
@@ -196,7 +221,8 @@ class DistributeConfig(_Section):
     )
     steps_per_execution: str | int = _opt(
         "auto", choices=("auto",), minimum=1, help="training steps per tf.function call: auto "
-        "(32 on TPU, 16 on CPU, 1 on GPU and under (multi-worker) Mirrored) or a number"
+        "(32 on TPU, 16 on CPU, 1 on GPU; under Mirrored only where a probe fit runs it) or a "
+        "number"
     )
     scale_learning_rate: bool = _opt(
         False, help="multiply train.learning_rate by the number of replicas (linear scaling)"
@@ -229,6 +255,19 @@ class Config:
     def image_hw(self) -> tuple[int, int]:
         size = self.data.image_size
         return (size, size) if isinstance(size, int) else tuple(size)
+
+    @property
+    def eval_resize(self) -> str:
+        """``data.eval_resize`` with ``auto`` resolved: torchvision's preset where the
+        weights are torchvision's (what they were trained and measured with)."""
+        if self.data.eval_resize != "auto":
+            return self.data.eval_resize
+        torchvision = self.model.name in TORCHVISION_MODELS and self.model.pretrained is not None
+        return "center_crop" if torchvision else "squash"
+
+
+# The models whose weights come from torchvision (tfvision.models.resnet).
+TORCHVISION_MODELS = ("resnet18", "resnet34")
 
 
 SECTIONS = {

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from tfvision import fs, rundir
 from tfvision.data.imagecheck import check_file
-from tfvision.data.pipeline import AUTOTUNE, decode_image, resize
+from tfvision.data.pipeline import AUTOTUNE, Preset, decode_image
 from tfvision.errors import DataError, ModelError
 from tfvision.export.loaded import is_export, latest_version, load_export
 
@@ -105,7 +105,11 @@ def _load_model(model: str) -> _Model:
                       tf.io.read_file)
     if model.endswith(".keras") and fs.isfile(model):
         keras_model = rundir.load_model(model)
-        size = keras_model.input_shape[1:3]
+        preset = Preset(tuple(keras_model.input_shape[1:3]))
+        try:  # the run's own preset, as its validation and exports use it
+            preset = Preset.of(rundir.load_run_config(fs.dirname(model)))
+        except ModelError:
+            pass
         call = tf.function(lambda images: tf.nn.softmax(
             tf.cast(keras_model(images, training=False), tf.float32)))
         try:
@@ -113,7 +117,7 @@ def _load_model(model: str) -> _Model:
         except ModelError:
             class_names = [str(i) for i in range(keras_model.output_shape[-1])]
         return _Model(class_names, lambda images: call(images).numpy(),
-                      lambda path: resize(decode_image(tf.io.read_file(path)), size))
+                      lambda path: preset(decode_image(tf.io.read_file(path))))
     raise ModelError(f"{model} is neither a SavedModel (or a folder of versions of one) nor "
                      "a .keras file")
 

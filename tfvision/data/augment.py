@@ -7,9 +7,11 @@ batch: the seeded shuffle makes every epoch's batches different, and ``data.dete
 true`` reproduces them exactly. (A seed stream zipped in as a dataset would stop tf.distribute
 from sharding TFRecords by file.)
 
-Crops are taken from the image already resized to ``data.image_size``, so an image is
-decoded once and can be cached; random resized crops therefore use a scale of at least
-``RESIZED_CROP_SCALE[0]`` of the area.
+Random resized crops come from the original image, as torchvision's ``RandomResizedCrop``
+takes them (``original_crops``): a batch of encoded images is cut per image, a JPEG decoding
+only its crop (``decode_and_crop_jpeg``, the TF Model Garden's path), then resized to
+``data.image_size``. Sources without encoded originals (the embedded digits) crop the image
+already resized, at a scale of at least ``RESIZED_CROP_SCALE[0]`` of the area.
 """
 
 import math
@@ -41,6 +43,76 @@ def _seeds(seed, n):
 
 def _uniform(shape, seed, low=0.0, high=1.0):
     return tf.random.stateless_uniform(shape, seed, minval=low, maxval=high)
+
+
+def crop_boxes(heights, widths, seed, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempts=10):
+    """``(top, left, height, width)`` int32 [B] of random resized crops, drawn as torchvision's
+    ``RandomResizedCrop.get_params`` draws them: up to 10 tries of an area share uniform in
+    ``scale`` and a log-uniform aspect ratio in ``ratio``, sides rounded half to even; the
+    first that fits wins, and when none does, the centre crop clamped to ``ratio``.
+
+    (``tf.image.sample_distorted_bounding_box`` draws the aspect ratio uniformly and rejects
+    boxes differently, so its crops are not distributed as torchvision's.)
+    """
+    s_area, s_ratio, s_top, s_left = _seeds(seed, 4)
+    h = tf.cast(heights, tf.float32)[:, None]
+    w = tf.cast(widths, tf.float32)[:, None]
+    shape = tf.stack([tf.shape(heights)[0], attempts])
+    target = h * w * _uniform(shape, s_area, *scale)
+    aspect = tf.exp(_uniform(shape, s_ratio, math.log(ratio[0]), math.log(ratio[1])))
+    crop_w = tf.round(tf.sqrt(target * aspect))
+    crop_h = tf.round(tf.sqrt(target / aspect))
+    fits = (crop_w > 0) & (crop_w <= w) & (crop_h > 0) & (crop_h <= h)
+    first = tf.argmax(tf.cast(fits, tf.int32), axis=1, output_type=tf.int32)
+    found = tf.reduce_any(fits, axis=1)
+    crop_w, crop_h = (tf.gather(c, first, batch_dims=1) for c in (crop_w, crop_h))
+    h, w = h[:, 0], w[:, 0]
+    wide, narrow = w / h > ratio[1], w / h < ratio[0]
+    centre_w = tf.where(wide, tf.round(h * ratio[1]), w)
+    centre_h = tf.where(narrow, tf.round(w / ratio[0]), h)
+    crop_w, crop_h = tf.where(found, crop_w, centre_w), tf.where(found, crop_h, centre_h)
+    top = tf.where(found, tf.floor(_uniform(tf.shape(h), s_top) * (h - crop_h + 1)),
+                   tf.floor((h - crop_h) / 2))
+    left = tf.where(found, tf.floor(_uniform(tf.shape(w), s_left) * (w - crop_w + 1)),
+                    tf.floor((w - crop_w) / 2))
+    return tuple(tf.cast(v, tf.int32) for v in (top, left, crop_h, crop_w))
+
+
+def original_crops(encoded, size, flip, seed, scale, ratio, resize):
+    """Random resized crops (and flips) of a batch of encoded images [B], cut from the
+    originals; uint8 [B, *size, 3] out. ``resize`` is the pipeline's resize."""
+    s_box, s_flip = _seeds(seed, 2)
+    jpeg = tf.map_fn(tf.io.is_jpeg, encoded, fn_output_signature=tf.bool)
+
+    def shape(args):
+        one, is_jpeg = args
+        return tf.cond(is_jpeg, lambda: tf.image.extract_jpeg_shape(one)[:2],
+                       lambda: tf.shape(tf.io.decode_image(one, expand_animations=False))[:2])
+
+    shapes = tf.map_fn(shape, (encoded, jpeg), fn_output_signature=tf.int32)
+    top, left, height, width = crop_boxes(shapes[:, 0], shapes[:, 1], s_box, scale, ratio)
+
+    def crop(args):
+        one, is_jpeg, box = args
+
+        def from_jpeg():
+            return tf.image.decode_and_crop_jpeg(one, box, channels=3)
+
+        def from_other():
+            image = tf.io.decode_image(one, channels=3, expand_animations=False)
+            return image[box[0]:box[0] + box[2], box[1]:box[1] + box[3]]
+
+        image = tf.cond(is_jpeg, from_jpeg, from_other)
+        image.set_shape([None, None, 3])
+        return tf.cast(resize(image, size), tf.uint8)
+
+    boxes = tf.stack([top, left, height, width], axis=1)
+    images = tf.map_fn(crop, (encoded, jpeg, boxes), parallel_iterations=8,
+                       fn_output_signature=tf.TensorSpec([*size, 3], tf.uint8))
+    if flip:
+        flipped = _uniform([tf.shape(encoded)[0]], s_flip) < 0.5
+        images = tf.where(flipped[:, None, None, None], tf.reverse(images, [2]), images)
+    return images
 
 
 def crop_flip(images, kind, flip, seed):
@@ -240,17 +312,21 @@ def mix(images, labels, seed, mixup_alpha, cutmix_alpha):
 class BatchAugment:
     """The map function for batches: uint8 → float32, augmented when training."""
 
-    def __init__(self, data_cfg, size, num_classes, training, seed=0):
+    def __init__(self, data_cfg, size, num_classes, training, seed=0, one_hot=False,
+                 cropped=False):
+        """``one_hot``: labels become one-hot rows (always when MixUp/CutMix mix them);
+        ``cropped``: the batch's crops and flips were already cut from the originals."""
         self.size = tuple(size)
         self.num_classes = num_classes
         self.training = training
         self.seed = seed
-        self.crop = crop_kind(data_cfg.augment, size)
-        self.flip = data_cfg.augment != "none"
+        self.crop = None if cropped else crop_kind(data_cfg.augment, size)
+        self.flip = data_cfg.augment != "none" and not cropped
         self.rand_ops = data_cfg.randaugment
         self.magnitude = data_cfg.randaugment_magnitude
         self.mixup, self.cutmix = data_cfg.mixup, data_cfg.cutmix
-        self.one_hot = mixes_labels(data_cfg)
+        self.mixes = mixes_labels(data_cfg)
+        self.one_hot = one_hot or self.mixes
 
     def __call__(self, images, labels):
         if not self.training:
@@ -267,13 +343,15 @@ class BatchAugment:
                 lambda args: rand_augment(args[0], args[1], self.rand_ops, self.magnitude),
                 (images, per_image), fn_output_signature=tf.TensorSpec([*self.size, 3]))
         images, labels = self._labels(images, labels)
-        if self.one_hot:
+        if self.mixes:
             images, labels = mix(images, labels, s_mix, self.mixup, self.cutmix)
         return tf.clip_by_value(images, 0.0, 255.0), labels
 
     def batch_seed(self, images):
-        """``[train.seed, fingerprint of the batch's pixels, in order]``."""
-        per_image = tf.fingerprint(tf.reshape(images, [tf.shape(images)[0], -1]))
+        """``[train.seed, fingerprint of the batch's pixels (or encoded images), in order]``."""
+        if images.dtype != tf.string:
+            images = tf.reshape(images, [tf.shape(images)[0], -1])
+        per_image = tf.fingerprint(images)
         batch = tf.fingerprint(tf.reshape(per_image, [1, -1]))[0]
         return tf.stack([tf.constant(self.seed, tf.int64), tf.bitcast(batch, tf.int64)])
 

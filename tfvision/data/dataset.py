@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from tfvision.data.augment import mixes_labels
-from tfvision.data.pipeline import CachePlan, make_pipeline, plan_cache
+from tfvision.data.pipeline import CachePlan, Preset, make_pipeline, plan_cache
 from tfvision.data.source import report_bad_files, require_examples
 
 # data.source → "module:function" returning a source.SourceData; imported only when chosen.
@@ -23,7 +23,8 @@ class Dataset:
     """Batched train/validation pipelines and what the model and its export need to know.
 
     Sizes count the whole dataset (every worker's share). ``one_hot_labels``: labels are
-    one-hot rows, not class ids (MixUp/CutMix on); compile the model's loss to match.
+    one-hot rows, not class ids (MixUp/CutMix or label smoothing on); compile the model's
+    loss to match.
     """
 
     train: tf.data.Dataset
@@ -73,11 +74,14 @@ def load_dataset(config, global_batch_size=None, input_context=None) -> Dataset:
     if input_context is not None:
         batch = input_context.get_per_replica_batch_size(batch)
     splits = {"train": source.train, "validation": source.validation}
-    cache = plan_cache(data_cfg, splits, config.image_hw)
+    preset = Preset.of(config)
+    one_hot = mixes_labels(data_cfg) or config.train.label_smoothing > 0
+    cache = plan_cache(data_cfg, splits, preset)
     pipelines = {
         name: make_pipeline(
-            split, data_cfg, config.image_hw, batch, training=name == "train",
+            split, data_cfg, preset, batch, training=name == "train",
             seed=config.train.seed, cache=cache.paths[name], num_classes=len(source.class_names),
+            one_hot=one_hot,
             shard_policy=split.shard_policy if input_context is None
             else "off",  # already sharded at the source
         )
@@ -89,7 +93,7 @@ def load_dataset(config, global_batch_size=None, input_context=None) -> Dataset:
         class_names=list(source.class_names),
         train_size=source.train.size,
         validation_size=source.validation.size,
-        one_hot_labels=mixes_labels(data_cfg),
+        one_hot_labels=one_hot,
         cache=cache,
         validation_names=source.validation.names,
     )

@@ -10,6 +10,7 @@ batch size, augmented batch-wise (training only) and prefetched. Batches hold fl
 
 import atexit
 import hashlib
+import math
 import os
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from tfvision import fs
-from tfvision.data.augment import BatchAugment
+from tfvision.data.augment import BatchAugment, crop_kind, original_crops
 
 AUTOTUNE = tf.data.AUTOTUNE
 MEMORY_SHARE = 0.5  # of the memory available now, for all of a run's in-memory caches
@@ -41,6 +42,54 @@ def resize(image, size):
     export sees exactly the pixels the model was evaluated on."""
     image = tf.image.resize(tf.cast(to_rgb(image), tf.float32), size, antialias=True)
     return tf.round(tf.clip_by_value(image, 0.0, 255.0))
+
+
+def preprocess(image, image_size, eval_resize="center_crop", crop_fraction=0.875):
+    """What evaluation and serving feed the model: a decoded image (uint8 ``[H, W, C]``, or
+    a batch of same-sized ones) → float32 ``[h, w, 3]`` in [0, 255] at ``image_size``.
+
+    ``squash`` resizes the whole image to ``image_size``. ``center_crop`` is torchvision's
+    ``ClassificationPresetEval``: the shorter side is resized (bilinear, antialiased) to
+    ``floor(max(image_size) / crop_fraction)`` (224 / 0.875 = 256), the longer one in
+    proportion, truncated as torchvision's ``Resize`` truncates it; then the centre is cut
+    out, its offset rounded half to even as Python's ``round`` in torchvision's
+    ``center_crop``. Every validation pipeline, ``predict`` and every export signature
+    call this one function.
+    """
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if eval_resize == "squash":
+        return resize(image, size)
+    if eval_resize != "center_crop":
+        raise ValueError(f"eval_resize must be squash or center_crop, got {eval_resize!r}")
+    height, width = size
+    shape = tf.shape(image)
+    in_h, in_w = tf.cast(shape[-3], tf.float64), tf.cast(shape[-2], tf.float64)
+    short = tf.constant(math.floor(max(size) / crop_fraction), tf.float64)
+    # The shorter side becomes `short` exactly; the longer, short * long / short_in, truncated.
+    new_h = tf.where(in_h <= in_w, short, tf.floor(short * in_h / in_w))
+    new_w = tf.where(in_h <= in_w, tf.floor(short * in_w / in_h), short)
+    resized = resize(image, tf.cast(tf.stack([new_h, new_w]), tf.int32))
+    top = tf.cast(tf.round((new_h - height) / 2), tf.int32)
+    left = tf.cast(tf.round((new_w - width) / 2), tf.int32)
+    cropped = resized[..., top:top + height, left:left + width, :]
+    return tf.ensure_shape(cropped, [*cropped.shape[:-3], height, width, 3])
+
+
+@dataclass(frozen=True)
+class Preset:
+    """``preprocess`` with its settings fixed: how a run's evaluation and its exports fit
+    images to the model (recorded in each export)."""
+
+    image_size: tuple
+    eval_resize: str = "squash"
+    crop_fraction: float = 0.875
+
+    @classmethod
+    def of(cls, config) -> "Preset":
+        return cls(config.image_hw, config.eval_resize, config.data.crop_fraction)
+
+    def __call__(self, image):
+        return preprocess(image, self.image_size, self.eval_resize, self.crop_fraction)
 
 
 def decode_image(encoded):
@@ -96,10 +145,10 @@ def _fits_on_disk(decoded: int, cache_dir) -> bool:
     return decoded <= DISK_SHARE * shutil.disk_usage(probe).free
 
 
-def plan_cache(data_cfg, splits: dict, size) -> CachePlan:
+def plan_cache(data_cfg, splits: dict, preset) -> CachePlan:
     """``data.cache: auto`` keeps decoded images in memory when all splits fit in half the
     available memory, else on disk when they fit there, else decodes every epoch."""
-    height, width = size
+    height, width = preset.image_size
     decoded = sum(split.size for split in splits.values()) * height * width * 3
     cache_dir = fs.absolute(data_cfg.cache_dir) if data_cfg.cache_dir else None
     choice = data_cfg.cache
@@ -115,7 +164,8 @@ def plan_cache(data_cfg, splits: dict, size) -> CachePlan:
     tf.io.gfile.makedirs(directory)
     plan = {}
     for name, split in splits.items():
-        key = hashlib.sha1(f"{split.fingerprint}|{height}x{width}".encode()).hexdigest()[:16]
+        what = f"{split.fingerprint}|{height}x{width}|{preset.eval_resize}|{preset.crop_fraction}"
+        key = hashlib.sha1(what.encode()).hexdigest()[:16]
         plan[name] = fs.join(directory, f"{name}-{key}")
     return CachePlan("disk", plan, decoded, directory)
 
@@ -129,12 +179,16 @@ def resolve_autotune(value) -> bool:
     return value
 
 
-def make_pipeline(split, data_cfg, size, batch_size, *, training, seed, cache, num_classes,
-                  shard_policy):
+def make_pipeline(split, data_cfg, preset, batch_size, *, training, seed, cache, num_classes,
+                  shard_policy, one_hot=False):
     """A source split → batches of (float32 RGB [B, H, W, 3] in [0, 255], labels).
 
-    Labels are int64 class ids, or one-hot rows when MixUp/CutMix mix them (then in both
-    splits, so one loss and one set of metrics serve training and validation).
+    Training images are resized to ``preset.image_size`` and augmented batch-wise;
+    validation images go through ``preset``, as evaluation and the exports do.
+
+    Labels are int64 class ids, or one-hot rows (``one_hot``: MixUp/CutMix mix them, or the
+    loss smooths them; then in both splits, so one loss and one set of metrics serve
+    training and validation).
     """
     options = tf.data.Options()
     options.deterministic = bool(data_cfg.deterministic) or not training
@@ -147,8 +201,17 @@ def make_pipeline(split, data_cfg, size, batch_size, *, training, seed, cache, n
     if training and cache is None:  # shuffle cheap items, before decoding
         items = items.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
 
+    size = preset.image_size
+    fit = (lambda image: resize(image, size)) if training else preset
+    # Random resized crops are cut from the originals: their encoded bytes are what is
+    # cached (the plan's estimate, decoded at image_size, is the larger for photos).
+    originals = (training and split.to_encoded is not None
+                 and crop_kind(data_cfg.augment, size) == "resized_crop")
+
     def load(x, label):
-        return tf.cast(resize(split.to_image(x), size), tf.uint8), label
+        if originals:
+            return split.to_encoded(x), label
+        return tf.cast(fit(split.to_image(x)), tf.uint8), label
 
     ds = items.map(load, num_parallel_calls=AUTOTUNE)
     if cache is not None:
@@ -159,7 +222,17 @@ def make_pipeline(split, data_cfg, size, batch_size, *, training, seed, cache, n
     # left out differs every epoch, as the order does.
     ds = ds.batch(batch_size, drop_remainder=training and split.size >= batch_size,
                   num_parallel_calls=AUTOTUNE)
-    finish = BatchAugment(data_cfg, size, num_classes, training=training, seed=seed)
+    finish = BatchAugment(data_cfg, size, num_classes, training=training, seed=seed,
+                          one_hot=one_hot)
+    if originals:
+        def cut(encoded, labels):
+            return original_crops(encoded, size, data_cfg.augment != "none",
+                                  finish.batch_seed(encoded),
+                                  data_cfg.crop_scale, data_cfg.crop_ratio, resize), labels
+
+        ds = ds.map(cut, num_parallel_calls=AUTOTUNE)
+        finish = BatchAugment(data_cfg, size, num_classes, training=training, seed=seed,
+                              one_hot=one_hot, cropped=True)
     ds = ds.map(finish, num_parallel_calls=AUTOTUNE)
     return ds.with_options(options).prefetch(AUTOTUNE)
 

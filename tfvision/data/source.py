@@ -36,8 +36,10 @@ class Split:
     tf.distribute splits it between workers, a ``tf.data.experimental.AutoShardPolicy`` name:
     ``"file"`` for a split in several TFRecord files (each worker reads its own files; needs
     at least as many files as workers), else ``"data"``. (A name, so this module and the
-    folder scan need no TensorFlow.) ``names``: a readable name per item in the order of
-    ``items(False)`` (file paths), for sources that have one; reports name examples by it.
+    folder scan need no TensorFlow.) ``to_encoded`` turns one ``x`` into the original's
+    encoded bytes, for crops cut from originals; None where there are none (pixels).
+    ``names``: a readable name per item in the order of ``items(False)`` (file paths), for
+    sources that have one; reports name examples by it.
     """
 
     items: Callable  # (shuffle: bool) -> tf.data.Dataset
@@ -45,6 +47,7 @@ class Split:
     size: int
     fingerprint: str
     shard_policy: str = "data"
+    to_encoded: Callable | None = None
     names: list | None = None
 
 

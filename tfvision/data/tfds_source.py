@@ -148,7 +148,7 @@ def load_tfds(data_cfg, seed, input_context=None) -> SourceData:
             return ds.map(lambda image, label: (image, tf.cast(label, tf.int64)))
 
         fingerprint = f"tfds:{builder.name}:{builder.version}:{builder.data_dir}:{name}"
-        return Split(items, decode_image, size, fingerprint)
+        return Split(items, decode_image, size, fingerprint, to_encoded=tf.identity)
 
     train_split, val_split = _splits(data_cfg)
     class_names = list(builder.info.features[label_key].names)

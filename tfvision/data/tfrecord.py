@@ -250,7 +250,7 @@ class _Reader:
             return ds.apply(tf.data.experimental.assert_cardinality(len(mine)))
 
         return Split(items, decode_image, len(members), f"tfrecord:{stamps}|{part}",
-                     "file" if len(files) > 1 else "data")
+                     "file" if len(files) > 1 else "data", to_encoded=tf.identity)
 
 
 def _roles(bad_keys, validation_keys=()) -> tuple:

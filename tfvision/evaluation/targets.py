@@ -17,7 +17,7 @@ import tensorflow as tf
 from tfvision import fs, rundir
 from tfvision.config import Config, load_config, override_config
 from tfvision.data.dataset import load_dataset, load_source
-from tfvision.data.pipeline import AUTOTUNE, decode_image, resize
+from tfvision.data.pipeline import AUTOTUNE, Preset, decode_image
 from tfvision.errors import DataError
 from tfvision.export.loaded import is_export, load_export
 
@@ -132,8 +132,9 @@ class Batches:
 
 def batches(target: Target, with_pixels=False, dataset=None) -> Batches:
     """The validation split of the target's config: the pipeline's batches for a Keras
-    model; for an export, each image decoded as the source decodes it and encoded as PNG at
-    its own size, so the export resizes it as TF Serving would. ``dataset``: the config's
+    model; for an export, each image's original file bytes (folders, TFRecords, TFDS), or
+    for sources of pixels (digits) a lossless PNG of them, at its own size, so the export
+    decodes and fits it as TF Serving would. ``dataset``: the config's
     ``load_dataset``, when the caller has it already."""
     config = target.config
     pixels = names = None
@@ -152,8 +153,9 @@ def batches(target: Target, with_pixels=False, dataset=None) -> Batches:
     split = source.validation
     mapping = _label_map(source.class_names, target.class_names)
 
-    def encode(item, label):
-        return _png(split.to_image(item)), tf.gather(mapping, label)
+    def encode(item, label):  # the original file's bytes where the source keeps them
+        encoded = split.to_encoded(item) if split.to_encoded else _png(split.to_image(item))
+        return encoded, tf.gather(mapping, label)
 
     clean = (split.items(False).map(encode, num_parallel_calls=AUTOTUNE, deterministic=True)
              .batch(config.data.batch_size).prefetch(AUTOTUNE))
@@ -164,5 +166,5 @@ def thumbnail(target: Target, item) -> np.ndarray:
     """A kept input (pixels, or an export's encoded image) as uint8 pixels at the model's
     input size."""
     if target.takes_bytes:
-        item = resize(decode_image(tf.constant(item)), target.config.image_hw).numpy()
+        item = Preset.of(target.config)(decode_image(tf.constant(item))).numpy()
     return np.asarray(item).astype(np.uint8)

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvision import fs
-from tfvision.data.pipeline import decode_image, resize
+from tfvision.data.pipeline import Preset, decode_image
 from tfvision.errors import ExportError
 from tfvision.export import serving
 from tfvision.export.loaded import write_metadata
@@ -67,10 +67,9 @@ def probe_inputs(encoded) -> dict:
     }
 
 
-def _check_export(path, model, class_names, encoded, temperature) -> None:
+def _check_export(path, model, class_names, encoded, preset, temperature) -> None:
     """Reload ``path`` and compare every signature with the in-memory model on ``encoded``."""
-    size = model.input_shape[1:3]
-    images = tf.stack([resize(decode_image(tf.constant(e)), size) for e in encoded])
+    images = tf.stack([preset(decode_image(tf.constant(e))) for e in encoded])
     logits = tf.cast(model(images, training=False), tf.float32).numpy()
     expected = {"logits": logits, "probabilities": tf.nn.softmax(logits / temperature).numpy()}
     loaded = tf.saved_model.load(str(path))
@@ -86,13 +85,15 @@ def _check_export(path, model, class_names, encoded, temperature) -> None:
 
 
 def export_model(model, export_dir, class_names, version=None, top_k=5,
-                 temperature=1.0) -> Path | str:
+                 preset=None, temperature=1.0) -> Path | str:
     """Write ``model`` as the next (or the given) version under ``export_dir``; return its path
-    (a ``Path`` when local, else the URL).
+    (a ``Path`` when local, else the URL). ``preset`` (a ``pipeline.Preset``, default: squash
+    to the model's input size) is how its signatures fit images to the model.
 
     ``temperature`` is baked into ``probabilities`` and ``scores`` and recorded in
     ``assets.extra/tfvision.json`` (``tfvision.export.loaded``).
     """
+    preset = preset or Preset(tuple(model.input_shape[1:3]))
     if model.output_shape[-1] != len(class_names):
         raise ExportError(f"the model has {model.output_shape[-1]} outputs but "
                           f"{len(class_names)} class names were given")
@@ -102,7 +103,8 @@ def export_model(model, export_dir, class_names, version=None, top_k=5,
         # No archive.track(model): the endpoints' variables are tracked anyway, and tracking
         # the model as well stores every weight twice (keras-team/keras#23553).
         archive = keras.export.ExportArchive()
-        for name, fn in serving_functions(model, class_names, top_k, temperature).items():
+        for name, fn in serving_functions(model, class_names, top_k, preset,
+                                          temperature).items():
             archive.add_endpoint(name, fn)
         archive.write_out(str(tmp), verbose=False)
         if has_api:
@@ -112,7 +114,7 @@ def export_model(model, export_dir, class_names, version=None, top_k=5,
                 for name, calls in probe_inputs(encoded[:1]).items()
             ])
         write_metadata(tmp, temperature)
-        _check_export(tmp, model, class_names, encoded, temperature)
+        _check_export(tmp, model, class_names, encoded, preset, temperature)
     if has_api:
         serving.update_models_config(export_dir)
     else:

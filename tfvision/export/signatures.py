@@ -1,13 +1,14 @@
 """The serving signatures: raw images in, class names out, preprocessing inside the graph.
 
 TF Serving users send encoded images, uint8 pixels or tf.Examples and want class names
-back, so every signature decodes and resizes exactly as evaluation does
-(``tfvision.data.pipeline``) and answers the same named outputs.
+back, so every signature decodes and fits images to the model exactly as evaluation does
+(the run's ``pipeline.Preset``: squash or torchvision's resize-and-centre-crop) and answers
+the same named outputs.
 """
 
 import tensorflow as tf
 
-from tfvision.data.pipeline import decode_image, resize
+from tfvision.data.pipeline import Preset, decode_image
 from tfvision.export.serving import (
     BYTES_SIGNATURE,
     EXAMPLE_SIGNATURE,
@@ -16,13 +17,15 @@ from tfvision.export.serving import (
 )
 
 
-def serving_functions(model, class_names, top_k, temperature=1.0) -> dict:
-    """``{signature name: tf.function}`` for ``model``, with ``top_k`` classes per image.
+def serving_functions(model, class_names, top_k, preset=None, temperature=1.0) -> dict:
+    """``{signature name: tf.function}`` for ``model``, with ``top_k`` classes per image,
+    images fitted by ``preset`` (default: squashed to the model's input size).
 
     ``temperature`` (``tfvision export --calibrate``) divides the logits before the softmax
     of ``probabilities`` and ``scores``; ``logits`` stay the model's own.
     """
     size = tuple(model.input_shape[1:3])
+    preset = preset or Preset(size)
     names = tf.constant(list(class_names))
     k = min(top_k, len(class_names))
 
@@ -40,7 +43,7 @@ def serving_functions(model, class_names, top_k, temperature=1.0) -> dict:
 
     def decode_batch(encoded):
         return tf.map_fn(
-            lambda one: resize(decode_image(one), size),
+            lambda one: preset(decode_image(one)),
             encoded,
             fn_output_signature=tf.TensorSpec([*size, 3], tf.float32),
         )
@@ -51,7 +54,7 @@ def serving_functions(model, class_names, top_k, temperature=1.0) -> dict:
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
     def from_tensor(images):
-        return answer(resize(images, size))
+        return answer(preset(images))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def from_example(examples):

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvision import fs
-from tfvision.data.pipeline import decode_image, resize
+from tfvision.data.pipeline import Preset, decode_image
 from tfvision.errors import ExportError
 from tfvision.export.savedmodel import check_close, probe_images
 from tfvision.export.versions import new_version
@@ -72,9 +72,8 @@ def export_tflite(model, export_dir, validation, version=None) -> TfliteExport:
 
     ``validation`` yields ``(float32 images, labels)`` batches, as ``load_dataset`` makes them.
     """
-    size = model.input_shape[1:3]
-    probe = tf.stack([resize(decode_image(tf.constant(e)), size)
-                      for e in probe_images(size)])
+    size = tuple(model.input_shape[1:3])
+    probe = tf.stack([Preset(size)(decode_image(tf.constant(e))) for e in probe_images(size)])
     # The TFLite converter writes local files only: convert into a local folder, then copy
     # into the version (which may be on gs://).
     with new_version(export_dir, version) as (written, tmp), \

@@ -12,7 +12,6 @@ __all__ = [
     "build_model",
     "first_unfrozen",
     "load_torch_weights",
-    "pretrained_weights",
     "resnet18",
     "resnet34",
     "scratch_cnn",
@@ -21,14 +20,9 @@ __all__ = [
 ]
 
 
-def pretrained_weights(model_cfg):
-    """``model.weights`` with ``none`` (as YAML users write it) read as None."""
-    return None if model_cfg.weights in (None, "none") else model_cfg.weights
-
-
 def build_model(model_cfg, num_classes, input_shape):
     """A Keras model for ``model_cfg`` that takes pixels in [0, 255] and returns logits."""
-    weights = pretrained_weights(model_cfg)
+    weights = model_cfg.pretrained
     if model_cfg.name != "cnn":
         return transfer_model(
             model_cfg.name,

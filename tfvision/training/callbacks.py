@@ -1,9 +1,12 @@
 """Callbacks that make a run directory complete and resumable."""
 
 import csv
+import functools
+import inspect
 import io
 import json
 import math
+import re
 
 import keras
 import numpy as np
@@ -84,6 +87,7 @@ class Backup(keras.callbacks.BackupAndRestore):
     """
 
     def __init__(self, backup_dir, save_freq="epoch"):
+        _check_keras_backup()
         super().__init__(str(backup_dir), save_freq=save_freq, delete_checkpoint=False)
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -108,6 +112,35 @@ class Backup(keras.callbacks.BackupAndRestore):
             self.model.save_weights(tmp)
         metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
         rundir.write_text(self._training_metadata_path, json.dumps(metadata))
+
+
+# What Backup relies on in Keras' BackupAndRestore (Keras 3.15.1 and 3.16.0.dev): where
+# each private name must appear, compared without whitespace.
+BACKUP_CONTRACT = {
+    "__init__": ("self._current_epoch=0", "self._last_batch_seen=0", "self._weights_path=",
+                 "self._training_metadata_path="),
+    "on_epoch_end": ("self._save_model()",),
+    "on_train_batch_end": ("self._save_model()",),
+    "_should_save_on_batch": ("self._last_batch_seen=batch",),
+    "_load_model": ('training_metadata["epoch"]', "self.model.load_weights(self._weights_path)"),
+}
+
+
+@functools.cache
+def _check_keras_backup() -> None:
+    """Refuse, in one line, a Keras whose BackupAndRestore no longer has the private code
+    ``Backup`` overrides and reads: resuming would otherwise break silently."""
+    for method, needles in BACKUP_CONTRACT.items():
+        function = getattr(keras.callbacks.BackupAndRestore, method, None)
+        source = re.sub(r"\s", "", inspect.getsource(function)) if function else ""
+        missing = [n for n in needles if re.sub(r"\s", "", n) not in source]
+        if missing:
+            raise TrainingError(
+                f"Keras {keras.__version__} changed BackupAndRestore.{method} (no longer "
+                f"has {missing[0]}), which tfvision's resumable backups build on; refusing to "
+                "train with backups that might not resume. Use Keras 3.15.1 or a tfvision "
+                "release that knows this Keras"
+            )
 
 
 class StopOnNaN(keras.callbacks.Callback):

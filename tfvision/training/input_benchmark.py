@@ -73,7 +73,7 @@ def run_benchmark(config, steps=10, batches=50, rounds=2, echo=print) -> list:
     """One ``BenchmarkResult`` per training phase (two for a fine-tuning config: the frozen
     backbone's steps are much cheaper, so input can limit one phase and not the other)."""
     from tfvision.data.dataset import load_dataset
-    from tfvision.models import build_model, pretrained_weights, unfreeze
+    from tfvision.models import build_model, unfreeze
     from tfvision.training.trainer import compile_model, trainable_parameters
 
     keras.utils.set_random_seed(config.train.seed)
@@ -108,7 +108,7 @@ def run_benchmark(config, steps=10, batches=50, rounds=2, echo=print) -> list:
     for index, (label, epochs) in enumerate(phases):
         if index == 1:
             unfreeze(model, config.train.unfreeze_from,
-                     freeze_batchnorm=pretrained_weights(config.model) is not None)
+                     freeze_batchnorm=config.model.pretrained is not None)
         compile_model(model, config.train, len(data.class_names), epoch_batches,
                       one_hot_labels=data.one_hot_labels)
         echo(f"{label}model: {config.model.name}, {model.count_params():,} parameters, "

@@ -16,10 +16,10 @@ import tensorflow as tf
 from tfvision import fs, rundir
 from tfvision.config import Config
 from tfvision.data.dataset import load_dataset
-from tfvision.data.pipeline import resolve_autotune
+from tfvision.data.pipeline import Preset, resolve_autotune
 from tfvision.evaluation.report import evaluate
 from tfvision.export.savedmodel import export_model
-from tfvision.models import build_model, first_unfrozen, pretrained_weights, unfreeze
+from tfvision.models import build_model, first_unfrozen, unfreeze
 from tfvision.training.callbacks import backed_up_epochs, read_history, run_callbacks
 from tfvision.training.cluster import (
     DIGEST_LABEL,
@@ -94,10 +94,12 @@ def make_optimizer(train_cfg, steps_per_epoch):
 def compile_model(model, train_cfg, num_classes, steps_per_epoch, one_hot_labels=False,
                   **compile_options):
     """Cross-entropy on logits; ``one_hot_labels`` when the data's labels are one-hot rows
-    (``Dataset.one_hot_labels``: MixUp/CutMix make them soft), else class ids."""
+    (``Dataset.one_hot_labels``: MixUp/CutMix make them soft; label smoothing needs them),
+    else class ids."""
     top_k = min(train_cfg.top_k, num_classes)
     if one_hot_labels:
-        loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+        loss = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=train_cfg.label_smoothing)
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"),
                    keras.metrics.TopKCategoricalAccuracy(k=top_k, name="top_k_accuracy")]
     else:
@@ -148,7 +150,7 @@ def fit_phases(model, fit, config, train_cfg, backup_dir, strategy, steps_per_ep
     with strategy.scope():
         model = rundir.load_model(phase1)
         unfreeze(model, train_cfg.unfreeze_from,
-                 freeze_batchnorm=pretrained_weights(config.model) is not None)
+                 freeze_batchnorm=config.model.pretrained is not None)
         compile_model(model, fine_cfg, model.output_shape[-1], steps_per_epoch,
                       **compile_options)
     print(f"phase 2 of 2: {fine_cfg.epochs} epochs at learning rate {learning_rate:g}, "
@@ -229,7 +231,7 @@ def train(config: Config, run_dir=None, verbose=None) -> TrainResult:
         if config.export.enabled:
             export_path = export_model(
                 model, rundir.default_export_dir(out_dir, config), data.class_names,
-                top_k=config.export.top_k,
+                top_k=config.export.top_k, preset=Preset.of(config),
             )
         metrics = _final_metrics(out_dir)
         if task.is_chief:
