@@ -45,6 +45,12 @@ def test_folder_source_trains_on_every_format_and_names_classes(image_folder, tm
     result = train(config, tmp_path / "run", verbose=0)
     assert _val_accuracy(result) >= LEARNT
     assert (tmp_path / "run" / "class_names.txt").read_text().split() == sorted(CLASSES)
+    # evaluate --data tfds:NAME[:SPLIT] reads all of that split (default: test).
+    for source, count in (("tfds:tfvision_tiny_stripes:train", 120),
+                          ("tfds:tfvision_tiny_stripes", 24)):
+        report = evaluate(tmp_path / "run", data=source)
+        assert report["num_examples"] == count, source
+        assert [r["support"] for r in report["per_class"]] == [count // 3] * 3
     # Class names reach the export: it answers with them.
     stripes = tmp_path / "stripes.png"
     stripes.write_bytes(tf.io.encode_png(picture(np.random.default_rng(7), "vertical")).numpy())

@@ -2,7 +2,8 @@
 
 From the bottom: errors and fs (paths on any filesystem), config (what the user wrote), rundir
 (where a run lives), data and models (side by side, neither importing the other),
-explanations, export (its serving_explain signature uses them), training, inference, and the
+explanations, export (its serving_explain signature uses them), evaluation, training (which
+writes a report when it finishes), inference, and the
 CLI and public API on top. Imports inside functions count too: a lazy import must not hide
 an arrow that points up.
 """
@@ -18,6 +19,7 @@ LAYERS = [
     {"tfvision.data", "tfvision.models"},
     {"tfvision.explanations"},
     {"tfvision.export"},
+    {"tfvision.evaluation"},
     {"tfvision.training"},
     {"tfvision.inference"},
     {"tfvision.cli", "tfvision"},

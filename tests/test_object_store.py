@@ -64,6 +64,7 @@ def test_train_interrupt_resume_export_evaluate_predict_all_on_an_object_store(
     assert [row.split(",")[0] for row in history[1:]] == [str(e) for e in range(6)]
     assert float(history[-1].split(",")[history[0].split(",").index("val_accuracy")]) >= 0.85
     assert not tf.io.gfile.exists(f"{run_dir}/backup")
+    assert tf.io.gfile.exists(f"{run_dir}/report/report.html")  # pictures and page too
 
     exported = run_cli("export", run_dir)
     assert exported.returncode == 0, exported.stdout + exported.stderr

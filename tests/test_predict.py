@@ -1,6 +1,8 @@
 """``tfvision.predict`` ranks every class, whatever ``top_k`` the export was written with."""
 
+import csv
 import io
+import json
 import warnings
 
 import numpy as np
@@ -76,3 +78,62 @@ def test_the_cli_prints_the_top_k_warning_as_a_warning_line(trained_run, digit_f
             f"{count}\n") in done.stderr
     (line,) = done.stdout.splitlines()
     assert line.startswith(f"{digit_files[0]}: ") and line.count("(") == count
+
+
+@pytest.fixture(scope="module")
+def test_set(tmp_path_factory):
+    """30 validation digits in a folder tree (PNG and JPEG), a text file named .jpg and a
+    hidden file among them."""
+    root = tmp_path_factory.mktemp("test_set")
+    _, (images, labels) = load_digits_arrays()
+    paths = []
+    for i in range(30):
+        folder = root / ("a" if i < 10 else "b/c")
+        folder.mkdir(parents=True, exist_ok=True)
+        rgb = tf.image.grayscale_to_rgb(tf.constant(images[i]))
+        paths.append(folder / (f"{i:02d}.png" if i % 2 else f"{i:02d}.jpg"))
+        paths[-1].write_bytes((tf.io.encode_png if i % 2 else tf.io.encode_jpeg)(rgb).numpy())
+    (root / "b" / "notes.jpg").write_text("not an image")
+    (root / "a" / ".hidden.png").write_bytes(paths[1].read_bytes())
+    return root, paths, labels[:30]
+
+
+def test_predict_a_folder_to_csv_names_and_skips_the_bad_file(trained_run, test_set, tmp_path):
+    root, paths, labels = test_set
+    out = tmp_path / "predictions.csv"
+    done = run_cli("predict", trained_run.export_path, root, "--output", out, "--top-k", 2,
+                   "--batch-size", 7)
+    assert done.returncode == 1  # some were skipped
+    assert f"warning: skipped {root / 'b' / 'notes.jpg'} is not a readable image" in done.stderr
+    assert f"wrote 30 predictions to {out}" in done.stdout
+    with out.open() as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["image", "class_name", "score", "class_1", "score_1", "class_2",
+                       "score_2"]
+    assert sorted(r[0] for r in rows[1:]) == sorted(map(str, paths))
+    # The same answers as tfvision.predict, file by file.
+    want = {a["image"]: a for a in predict(trained_run.export_path, paths, top_k=2)}
+    for image, name, score, *top in rows[1:]:
+        assert name == top[0] == want[image]["class_names"][0]
+        assert float(score) == pytest.approx(want[image]["scores"][0], rel=1e-5)
+        assert top[2] == want[image]["class_names"][1]
+    right = np.mean([want[str(p)]["class_names"][0] == str(y) for p, y in zip(paths, labels)])
+    assert right > 0.8
+
+
+def test_predict_globs_and_jsonl_from_a_keras_model(trained_run, test_set, tmp_path):
+    root, paths, _ = test_set
+    out = tmp_path / "p.jsonl"
+    done = run_cli("predict", trained_run.run_dir / "model.keras", f"{root}/**/*.png",
+                   root / "a" / "00.jpg", "--output", out)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    pngs = sorted(str(p) for p in paths if p.suffix == ".png")
+    assert [line["image"] for line in lines] == [*pngs, str(root / "a" / "00.jpg")]
+    assert all(len(line["class_names"]) == 3 for line in lines)
+
+
+def test_predict_with_nothing_readable_is_an_error(trained_run, tmp_path):
+    done = run_cli("predict", trained_run.export_path, f"{tmp_path}/*.png")
+    assert done.returncode == 2
+    assert f"error: {tmp_path}/*.png: matches no file" in done.stderr

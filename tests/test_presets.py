@@ -97,6 +97,10 @@ def test_export_answers_torchvision_logits_on_a_photo(photos, tmp_path):
     assert np.abs(served - want).max() < 0.05
     for got_row, want_row in zip(served, want):
         assert list(np.argsort(-got_row)[:5]) == list(np.argsort(-want_row)[:5])
+    # The export says how it fits images, for clients and tools that read it back.
+    from tfvision.export.loaded import load_export
+
+    assert load_export(path).preset == Preset((224, 224), "center_crop", 0.875)
 
 
 def torchvision_crop_params(height, width, rng, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):

@@ -20,7 +20,7 @@ _EXPORTS = {
     "load_dataset": "tfvision.data.dataset",
     "preprocess": "tfvision.data.pipeline",
     "train": "tfvision.training",
-    "evaluate": "tfvision.training",
+    "evaluate": "tfvision.evaluation",
     "export_model": "tfvision.export.savedmodel",
     "predict": "tfvision.inference",
     "explain": "tfvision.explanations",

@@ -4,6 +4,7 @@ TensorFlow is imported inside each command, never at module level, so ``tfvision
 answers instantly. User errors (``tfvision.errors``) print one line and exit with code 2.
 """
 
+import contextlib
 import importlib.abc
 import importlib.util
 import json
@@ -152,15 +153,41 @@ def _launch_workers(cfg, workers, config, overrides, run_dir):
               help="Config to evaluate with (default: the run's own config.yaml).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override a config value (parsed as YAML); repeatable.")
-def evaluate(target, config, overrides):
-    """Loss, accuracy and top-k accuracy on the validation split of RUN_DIR or MODEL.keras."""
+@click.option("--data", default=None, metavar="SOURCE",
+              help="Evaluate on all of SOURCE: an image folder, a TFRecord file pattern or "
+                   "tfds:NAME[:SPLIT] (default: the config's validation split).")
+@click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
+              metavar="DIR", help="Write report.json, the pictures and report.html to DIR.")
+@click.option("--corruptions", is_flag=True,
+              help="Also evaluate under 6 corruptions at severities 1-5 (ImageNet-C style).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
+def evaluate(target, config, overrides, data, report_dir, corruptions, as_json):
+    """Per-class metrics, confusion, calibration (and robustness) of TARGET: a run dir, a
+    .keras file, or an export (a version, or a model folder: its latest) called through
+    its serving_default as TF Serving calls it."""
+    from tfvision import fs
     from tfvision.config import load_config
 
-    cfg = load_config(config, overrides) if config else None
-    from tfvision.training import evaluate as run_evaluation
+    cfg = load_config(config) if config else None
+    from tfvision.evaluation import evaluate as run_evaluation
 
-    for key, value in run_evaluation(target, cfg, () if config else overrides).items():
-        click.echo(f"{key}: {value:.4f}")
+    report = run_evaluation(target, cfg, overrides, data=data,
+                            corruptions=corruptions, report_dir=report_dir,
+                            progress=lambda text: click.echo(text, err=True))
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    cal = report["calibration"]
+    lines = {"examples": report["num_examples"], "loss": report["loss"],
+             "accuracy": report["accuracy"], "top_k_accuracy": report["top_k_accuracy"],
+             "macro_f1": report["macro_avg"]["f1"], "ece": cal["ece"],
+             "temperature": cal["temperature"], "ece_calibrated": cal["ece_calibrated"]}
+    if corruptions:
+        lines["corruption_accuracy"] = report["corruptions"]["mean_accuracy"]
+    for key, value in lines.items():
+        click.echo(f"{key}: {value}" if isinstance(value, int) else f"{key}: {value:.4f}")
+    if report_dir:
+        click.echo(f"report: {fs.join(report_dir, 'report.html')}")
 
 
 @main.command()
@@ -176,14 +203,18 @@ def evaluate(target, config, overrides):
               help="Classes per image in the answers (default: export.top_k of the run).")
 @click.option("--explain", is_flag=True, help="Add the serving_explain signature: the "
               "answers plus Grad-CAM heatmaps (default: export.explain of the run).")
-def export(target, export_dir, version, fmt, top_k, explain):
+@click.option("--calibrate", is_flag=True,
+              help="Fit a temperature on the validation split (minimum NLL) and bake it into "
+                   "the probabilities and scores (logits stay raw).")
+def export(target, export_dir, version, fmt, top_k, explain, calibrate):
     """Export a run's model (or a .keras file in a run) for TF Serving or TFLite."""
 
     from tfvision import rundir
     from tfvision.export.savedmodel import export_model
 
-    if explain and fmt != "saved_model":
-        raise click.UsageError("--explain adds a TF Serving signature: saved_model only")
+    for flag, asked in (("--explain", explain), ("--calibrate", calibrate)):
+        if asked and fmt != "saved_model":
+            raise click.UsageError(f"{flag} is for saved_model exports (TF Serving) only")
     model_path, run_dir = rundir.resolve_model_path(target)
     cfg = rundir.load_run_config(run_dir)
     model = rundir.load_model(model_path)
@@ -191,9 +222,17 @@ def export(target, export_dir, version, fmt, top_k, explain):
     if fmt == "saved_model":
         from tfvision.data.pipeline import Preset
 
+        temperature = 1.0
+        if calibrate:
+            from tfvision.evaluation.report import calibrate as fit
+
+            fitted = fit(model_path, model=model)
+            temperature = fitted["temperature"]
+            click.echo(f"temperature: {temperature:.4f} (fitted on the validation split: NLL "
+                       f"{fitted['nll']:.4f} -> {fitted['nll_calibrated']:.4f})")
         path = export_model(model, export_dir, rundir.read_class_names(run_dir), version=version,
                             top_k=top_k or cfg.export.top_k, preset=Preset.of(cfg),
-                            explain=explain or cfg.export.explain)
+                            explain=explain or cfg.export.explain, temperature=temperature)
         click.echo(f"exported: {path}")
         return
     from tfvision.data.dataset import load_dataset
@@ -209,22 +248,80 @@ def export(target, export_dir, version, fmt, top_k, explain):
 
 @main.command()
 @click.argument("model", type=click.Path())
-@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
               help="How many classes per image.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
-def predict(model, images, top_k, as_json):
-    """Classify IMAGES with MODEL: an export (a version, or a folder of versions: the latest)
-    answering through its serving_default, or a .keras file."""
-    from tfvision.inference import predict as run_prediction
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE.csv|FILE.jsonl", help="Write the predictions to FILE instead.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+def predict(model, paths, top_k, as_json, output, batch_size):
+    """Classify images with MODEL: an export (a version, or a folder of versions: the latest)
+    answering through its serving_default, or a .keras file.
 
-    for result in run_prediction(model, images, top_k=top_k):
+    PATH: image files, folders (searched recursively) or globs. Files that cannot be read
+    are named and skipped, and the exit code is then 1.
+    """
+    from tfvision.inference import predict_stream
+
+    if output and not output.endswith((".csv", ".jsonl")):
+        raise click.UsageError(f"--output {output}: give a .csv or a .jsonl file")
+    skipped, shown = [], {}
+    with contextlib.ExitStack() as stack:
+        def progress(done, total):  # the bar appears with the first batch, once paths are checked
+            if not shown:
+                shown["bar"] = stack.enter_context(click.progressbar(
+                    length=total, label="predicting", file=sys.stderr))
+            shown["bar"].update(done - shown["bar"].pos)
+
+        results = predict_stream(model, paths, top_k=top_k, batch_size=batch_size,
+                                 skipped=skipped, progress=progress)
+        count = (_write_predictions(results, output, top_k) if output
+                 else _print_predictions(results, as_json))
+    for item in skipped:
+        click.echo(f"warning: skipped {item}", err=True)
+    if output:
+        click.echo(f"wrote {count} predictions to {output}")
+    if skipped:
+        click.echo(f"{len(skipped)} path(s) skipped", err=True)
+        sys.exit(1)
+
+
+def _print_predictions(results, as_json) -> int:
+    count = 0
+    for count, result in enumerate(results, 1):
         if as_json:
             click.echo(json.dumps(result))
         else:
             best = ", ".join(f"{n} ({s:.3f})" for n, s in zip(result["class_names"],
                                                              result["scores"]))
             click.echo(f"{result['image']}: {best}")
+    return count
+
+
+def _write_predictions(results, output, top_k) -> int:
+    """CSV: image, class_name, score (the best), then class_N, score_N for the top k;
+    JSONL: one object per image, as --json prints."""
+    import csv
+
+    count = 0
+    with open(output, "w", newline="") as f:
+        if output.endswith(".jsonl"):
+            for count, result in enumerate(results, 1):
+                f.write(json.dumps(result) + "\n")
+            return count
+        writer = csv.writer(f)
+        for count, result in enumerate(results, 1):
+            if count == 1:
+                k = len(result["scores"])
+                writer.writerow(["image", "class_name", "score",
+                                 *[f"{key}_{n}" for n in range(1, k + 1)
+                                   for key in ("class", "score")]])
+            names, scores = result["class_names"], result["scores"]
+            writer.writerow([result["image"], names[0], f"{scores[0]:.6g}",
+                             *[v for name, score in zip(names, scores)
+                               for v in (name, f"{score:.6g}")]])
+    return count
 
 
 @main.command()

@@ -27,3 +27,7 @@ class ExportError(TfvisionError):
 
 class TrainingError(TfvisionError):
     """Training cannot go on (the loss diverged, a worker failed); what was kept is said."""
+
+
+class MissingExtraError(TfvisionError):
+    """What was asked for needs an optional extra; the message names the pip command."""

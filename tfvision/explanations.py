@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfvision.data.pipeline import decode_image
-from tfvision.errors import DataError, ModelError, TfvisionError
+from tfvision.errors import DataError, MissingExtraError, ModelError
 
 METHODS = ("gradcam", "gradcam++")
 # The layers that turn the feature map into a vector: the explained activation is their input.
@@ -249,8 +249,8 @@ def _caption(picture, text) -> np.ndarray:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise TfvisionError("tfvision explain writes its captions with matplotlib: "
-                            "pip install 'tfvision[explain]'") from None
+        raise MissingExtraError("tfvision explain writes its captions with matplotlib: "
+                                "pip install 'tfvision[report]'") from None
     height, width = picture.shape[:2]
     # One dot per pixel: the canvas is exactly the picture, font sizes are in pixels * 72.
     figure = Figure(figsize=(width, height), dpi=1)

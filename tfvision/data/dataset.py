@@ -34,6 +34,7 @@ class Dataset:
     validation_size: int
     cache: CachePlan
     one_hot_labels: bool = False
+    validation_names: list | None = None  # file paths, in the validation batches' order
 
 
 def describe_source(data_cfg) -> str:
@@ -94,4 +95,5 @@ def load_dataset(config, global_batch_size=None, input_context=None) -> Dataset:
         validation_size=source.validation.size,
         one_hot_labels=one_hot,
         cache=cache,
+        validation_names=source.validation.names,
     )

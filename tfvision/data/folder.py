@@ -119,7 +119,8 @@ def _split(scan: FolderScan, index, seed, input_context) -> Split:
         return decode_image(tf.io.read_file(path))
 
     return Split(items, to_image, len(paths), f"folder:{digest.hexdigest()}",
-                 to_encoded=tf.io.read_file)
+                 to_encoded=tf.io.read_file,
+                 names=paths.tolist() if input_context is None else None)
 
 
 def load_folder(data_cfg, seed, input_context=None) -> SourceData:

@@ -38,6 +38,8 @@ class Split:
     at least as many files as workers), else ``"data"``. (A name, so this module and the
     folder scan need no TensorFlow.) ``to_encoded`` turns one ``x`` into the original's
     encoded bytes, for crops cut from originals; None where there are none (pixels).
+    ``names``: a readable name per item in the order of ``items(False)`` (file paths), for
+    sources that have one; reports name examples by it.
     """
 
     items: Callable  # (shuffle: bool) -> tf.data.Dataset
@@ -46,6 +48,7 @@ class Split:
     fingerprint: str
     shard_policy: str = "data"
     to_encoded: Callable | None = None
+    names: list | None = None
 
 
 @dataclass

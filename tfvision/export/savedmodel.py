@@ -18,6 +18,7 @@ from tfvision.data.pipeline import Preset, decode_image
 from tfvision.errors import ExportError
 from tfvision.explanations import explain as explain_images
 from tfvision.export import serving
+from tfvision.export.loaded import write_metadata
 from tfvision.export.serving import (
     BYTES_SIGNATURE,
     EXAMPLE_SIGNATURE,
@@ -70,11 +71,11 @@ def probe_inputs(encoded, explain=False) -> dict:
     }
 
 
-def _check_export(path, model, class_names, encoded, preset, explain=False) -> None:
+def _check_export(path, model, class_names, encoded, preset, explain, temperature) -> None:
     """Reload ``path`` and compare every signature with the in-memory model on ``encoded``."""
     images = tf.stack([preset(decode_image(tf.constant(e))) for e in encoded])
     logits = tf.cast(model(images, training=False), tf.float32).numpy()
-    expected = {"logits": logits, "probabilities": tf.nn.softmax(logits).numpy()}
+    expected = {"logits": logits, "probabilities": tf.nn.softmax(logits / temperature).numpy()}
     heatmaps = {HEATMAPS: explain_images(model, images).heatmaps} if explain else {}
     loaded = tf.saved_model.load(str(path))
     for name, calls in probe_inputs(encoded, explain).items():
@@ -89,11 +90,15 @@ def _check_export(path, model, class_names, encoded, preset, explain=False) -> N
 
 
 def export_model(model, export_dir, class_names, version=None, top_k=5,
-                 preset=None, explain=False) -> Path | str:
+                 preset=None, explain=False, temperature=1.0) -> Path | str:
     """Write ``model`` as the next (or the given) version under ``export_dir``; return its path
     (a ``Path`` when local, else the URL). ``preset`` (a ``pipeline.Preset``, default: squash
     to the model's input size) is how its signatures fit images to the model; ``explain`` adds
-    the ``serving_explain`` signature (the answers plus Grad-CAM heatmaps)."""
+    the ``serving_explain`` signature (the answers plus Grad-CAM heatmaps).
+
+    ``temperature`` is baked into ``probabilities`` and ``scores``; it and the preset are
+    recorded in ``assets.extra/tfvision.json`` (``tfvision.export.loaded``).
+    """
     preset = preset or Preset(tuple(model.input_shape[1:3]))
     if model.output_shape[-1] != len(class_names):
         raise ExportError(f"the model has {model.output_shape[-1]} outputs but "
@@ -104,7 +109,8 @@ def export_model(model, export_dir, class_names, version=None, top_k=5,
         # No archive.track(model): the endpoints' variables are tracked anyway, and tracking
         # the model as well stores every weight twice (keras-team/keras#23553).
         archive = keras.export.ExportArchive()
-        for name, fn in serving_functions(model, class_names, top_k, preset, explain).items():
+        for name, fn in serving_functions(model, class_names, top_k, preset, explain,
+                                          temperature).items():
             archive.add_endpoint(name, fn)
         archive.write_out(str(tmp), verbose=False)
         if has_api:
@@ -113,7 +119,8 @@ def export_model(model, export_dir, class_names, version=None, top_k=5,
                 serving.predict_request(model_name, name, calls[0])
                 for name, calls in probe_inputs(encoded[:1], explain).items()
             ])
-        _check_export(tmp, model, class_names, encoded, preset, explain)
+        write_metadata(tmp, temperature, preset)
+        _check_export(tmp, model, class_names, encoded, preset, explain, temperature)
     if has_api:
         serving.update_models_config(export_dir)
     else:

@@ -22,10 +22,15 @@ from tfvision.export.serving import (
 )
 
 
-def serving_functions(model, class_names, top_k, preset=None, explain=False) -> dict:
+def serving_functions(model, class_names, top_k, preset=None, explain=False,
+                      temperature=1.0) -> dict:
     """``{signature name: tf.function}`` for ``model``, with ``top_k`` classes per image,
     images fitted by ``preset`` (default: squashed to the model's input size); ``explain``
-    adds ``serving_explain``."""
+    adds ``serving_explain``.
+
+    ``temperature`` (``tfvision export --calibrate``) divides the logits before the softmax
+    of ``probabilities`` and ``scores``; ``logits`` stay the model's own.
+    """
     size = tuple(model.input_shape[1:3])
     preset = preset or Preset(size)
     names = tf.constant(list(class_names))
@@ -35,7 +40,7 @@ def serving_functions(model, class_names, top_k, preset=None, explain=False) -> 
         return from_logits(tf.cast(model(images, training=False), tf.float32))
 
     def from_logits(logits):
-        probabilities = tf.nn.softmax(logits)
+        probabilities = tf.nn.softmax(logits / temperature)
         scores, class_ids = tf.math.top_k(probabilities, k=k)
         return {
             "probabilities": probabilities,

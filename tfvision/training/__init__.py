@@ -8,6 +8,10 @@ __all__ = ["evaluate", "train"]
 
 
 def __getattr__(name):
+    if name == "evaluate":
+        from tfvision.evaluation import evaluate
+
+        return evaluate
     if name in __all__:
         from tfvision.training import trainer
 

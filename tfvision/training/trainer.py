@@ -14,9 +14,10 @@ import keras
 import tensorflow as tf
 
 from tfvision import fs, rundir
-from tfvision.config import Config, override_config
+from tfvision.config import Config
 from tfvision.data.dataset import load_dataset
 from tfvision.data.pipeline import Preset, resolve_autotune
+from tfvision.evaluation.report import evaluate
 from tfvision.export.savedmodel import export_model
 from tfvision.models import build_model, first_unfrozen, unfreeze
 from tfvision.training.callbacks import backed_up_epochs, read_history, run_callbacks
@@ -109,6 +110,7 @@ def compile_model(model, train_cfg, num_classes, steps_per_epoch, one_hot_labels
                   metrics=metrics, **compile_options)
 
 
+REPORT_DIR = "report"  # the evaluation report on the validation split, when training ends
 PHASE1_MODEL = "phase1.keras"  # resume state: kept in the backup dir, deleted with it
 FINE_TUNE_BACKUP = "fine_tune"
 
@@ -233,6 +235,11 @@ def train(config: Config, run_dir=None, verbose=None) -> TrainResult:
                 explain=config.export.explain,
             )
         metrics = _final_metrics(out_dir)
+        if task.is_chief:
+            report_dir = fs.join(out_dir, REPORT_DIR)
+            evaluate(out_dir, config, model=model, dataset=data, report_dir=report_dir,
+                     pictures="auto")
+            print(f"report: {report_dir}")
     fs.rmtree(backup_dir)  # kept until model.keras exists
     if task.num_workers > 1:
         digest = weights_digest(model)
@@ -241,20 +248,3 @@ def train(config: Config, run_dir=None, verbose=None) -> TrainResult:
             rundir.write_text(fs.join(run_dir, WORKER_DONE), digest + "\n")
             export_path = None
     return TrainResult(run_dir, model, data.class_names, metrics, export_path)
-
-
-def evaluate(target, config: Config | None = None, overrides=()) -> dict:
-    """Loss, accuracy and top-k accuracy of a run's model on its validation split.
-
-    ``config`` (default: the run's own) with ``section.key=value`` ``overrides`` says which
-    data, at which batch size.
-    """
-    model_path, run_dir = rundir.resolve_model_path(target)
-    config = override_config(config or rundir.load_run_config(run_dir), overrides)
-    model = rundir.load_model(model_path)
-    data = load_dataset(config)
-    compile_model(model, config.train, len(data.class_names), 1,
-                  one_hot_labels=data.one_hot_labels)
-    results = model.evaluate(data.validation, return_dict=True, verbose=0)
-    return {k: float(v) for k, v in results.items()}
-
