@@ -182,8 +182,8 @@ def test_torchvision_recipe_trains_offline_on_an_image_folder(tmp_path):
 
     write_folder(tmp_path / "images")
     config = load_config("torchvision_resnet18", [
-        f"data.path={tmp_path / 'images'}", "data.image_size=48", "data.batch_size=8",
-        "train.epochs=2", "train.label_smoothing=0.1", "train.learning_rate=0.05"])
+        f"data.path={tmp_path / 'images'}", "data.image_size=32", "data.batch_size=8",
+        "train.epochs=1", "train.label_smoothing=0.1", "train.learning_rate=0.05"])
     assert (config.eval_resize, config.data.augment) == ("center_crop", "resized_crop_flip")
     result = train(config, tmp_path / "run", verbose=0)
     assert set(result.metrics) >= {"loss", "val_accuracy"}
