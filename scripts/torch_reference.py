@@ -42,7 +42,9 @@ class SeedCNN(nn.Module):
     def forward(self, x):
         x = self.pool(self.conv1(x))
         x = self.pool(self.conv2(x))
-        x = x.view(x.size(0), -1)
+        # The seed's x.view(x.size(0), -1), as reshape: the same values, and it also takes
+        # the channels_last tensors the benchmark's tuned variant feeds it.
+        x = x.reshape(x.size(0), -1)
         x = torch.relu(self.fc1(x))
         return self.fc2(x)
 
