@@ -52,7 +52,7 @@ def make_folder(root: Path, classes, per_class, size, encode):
             (folder / f"{i:04d}.{encode}").write_bytes(data.numpy())
 
 
-def crop_step_rates(folder: Path, size=224, batch=32, rounds=3) -> dict:
+def crop_step_rates(folder: Path, size=224, batch=32, rounds=8) -> dict:
     """Images/s of random resized crops from the JPEGs' bytes, two ways, best of ``rounds``."""
     import time
 
@@ -65,16 +65,18 @@ def crop_step_rates(folder: Path, size=224, batch=32, rounds=3) -> dict:
     size = (size, size)
 
     def whole_then_crop(batch_bytes, seed):
-        shapes = tf.map_fn(lambda e: tf.image.extract_jpeg_shape(e)[:2], batch_bytes,
-                           fn_output_signature=tf.int32)
-        top, left, h, w = augment.crop_boxes(shapes[:, 0], shapes[:, 1], seed)
+        # The boxes original_crops draws (its seeds, split the same way), cut after a full decode.
+        box_seed = tf.random.experimental.stateless_split(seed, num=2)[0]
+        per_image = tf.random.experimental.stateless_split(box_seed, num=tf.shape(batch_bytes)[0])
 
         def one(args):
-            e, t, l, hh, ww = args
-            image = tf.io.decode_jpeg(e, channels=3)[t:t + hh, l:l + ww]
-            return tf.cast(resize(image, size), tf.uint8)
+            e, one_seed = args
+            image = tf.io.decode_jpeg(e, channels=3)
+            shape = tf.shape(image)
+            t, l, hh, ww = (v[0] for v in augment.crop_boxes(shape[:1], shape[1:2], one_seed))
+            return tf.cast(resize(image[t:t + hh, l:l + ww], size), tf.uint8)
 
-        return tf.map_fn(one, (batch_bytes, top, left, h, w), parallel_iterations=8,
+        return tf.map_fn(one, (batch_bytes, per_image), parallel_iterations=8,
                          fn_output_signature=tf.TensorSpec([*size, 3], tf.uint8))
 
     ways = {

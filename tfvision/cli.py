@@ -344,10 +344,10 @@ def explain(model, images, out_dir, class_name, layer, method):
     from tfvision.inference import keras_preset, read_images
 
     model_path, run_dir = rundir.resolve_model_path(model)
-    encoded = read_images(images)
+    pictures = read_images(images)
     keras_model = rundir.load_model(model_path)
     class_names = rundir.class_names_or_ids(run_dir, keras_model.output_shape[-1])
-    for record in write_explanations(keras_model, class_names, images, encoded, out_dir,
+    for record in write_explanations(keras_model, class_names, images, pictures, out_dir,
                                      keras_preset(keras_model, model_path), class_name, layer,
                                      method):
         click.echo(f"{record['image']}: {record['class_name']} ({record['score']:.3f}) "

@@ -13,6 +13,7 @@ gradients neither underflow in float16 nor lose bits in bfloat16.
 """
 
 import inspect
+import io
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -21,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfvision.data.pipeline import decode_image
+from tfvision import fs
 from tfvision.errors import DataError, MissingExtraError, ModelError
 
 METHODS = ("gradcam", "gradcam++")
@@ -283,22 +284,22 @@ def _placed(picture, heatmap, region):
     return placed
 
 
-def write_explanations(model, class_names, paths, encoded, out_dir, preset, class_name=None,
+def write_explanations(model, class_names, paths, pictures, out_dir, preset, class_name=None,
                        layer=None, method="gradcam") -> list[dict]:
-    """For each image file (``paths``, their ``encoded`` bytes, fitted to the model by
+    """For each image file (``paths``, decoded as ``pictures``, fitted to the model by
     ``preset``): ``OUT_DIR/<stem>-<method>.png``, the heatmap over the picture at its own size
     with the class and score written on it, and ``<stem>-<method>.npy``, the heatmap; one
-    line each in ``OUT_DIR/explanations.jsonl``, with the peak relative to the picture."""
+    line each in ``OUT_DIR/explanations.jsonl``, with the peak relative to the picture.
+    ``OUT_DIR`` may be local or a URL."""
     class_index = None
     if class_name is not None:
         if class_name not in class_names:
             raise ModelError(f"unknown class {class_name!r}; classes: {', '.join(class_names)}")
         class_index = class_names.index(class_name)
-    pictures = [decode_image(tf.constant(e)).numpy() for e in encoded]
     images = tf.stack([preset(p) for p in pictures])
     result = explain(model, images, class_index, layer, method)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = str(out_dir)
+    tf.io.gfile.makedirs(out_dir)
     records = []
     for path, stem, picture, heatmap, class_id, score in zip(
         paths, _unique_stems(paths), pictures, *result[:3]
@@ -307,15 +308,17 @@ def write_explanations(model, class_names, paths, encoded, out_dir, preset, clas
         region = preset.region(*picture.shape[:2])
         drawn = _caption(_placed(picture, heatmap, region), f"{name} {score:.2f}")
         # Named after the method too, so that --out beside the images overwrites none of them.
-        png, npy = out_dir / f"{stem}-{method}.png", out_dir / f"{stem}-{method}.npy"
-        png.write_bytes(tf.io.encode_png(drawn).numpy())
-        np.save(npy, heatmap)
+        png, npy = (fs.join(out_dir, f"{stem}-{method}{suffix}") for suffix in (".png", ".npy"))
+        tf.io.write_file(png, tf.io.encode_png(drawn))
+        saved = io.BytesIO()
+        np.save(saved, heatmap)
+        tf.io.write_file(npy, saved.getvalue())
         y, x = peak(heatmap)
         top, left, height, width = region
         records.append({"image": str(path), "class_name": name, "score": float(score),
                         "peak": [(top + y * height) / picture.shape[0],
                                  (left + x * width) / picture.shape[1]],
-                        "heatmap": str(npy), "overlay": str(png)})
+                        "heatmap": npy, "overlay": png})
     lines = "".join(json.dumps(r) + "\n" for r in records)
-    (out_dir / "explanations.jsonl").write_text(lines)
+    tf.io.write_file(fs.join(out_dir, "explanations.jsonl"), lines)
     return records

@@ -90,17 +90,18 @@ def _check(paths) -> tuple[list[str], list[Skipped]]:
             [Skipped(p, bad) for p, bad in zip(paths, problems) if bad])
 
 
-def read_images(paths) -> list[bytes]:
-    """Encoded bytes of each file, checked by header (``read_image_files``) and decoded once,
-    so a bad file stops the work before it starts, named with its reason (``explain``)."""
-    encoded = read_image_files(paths)
-    for path, data in zip(paths, encoded):
+def read_images(paths) -> list:
+    """Each file decoded (uint8 RGB ``[H, W, 3]``), checked by header first
+    (``read_image_files``), so a bad file stops the work before it starts, named with its
+    reason (``explain``)."""
+    pictures = []
+    for path, data in zip(paths, read_image_files(paths)):
         try:
-            decode_image(tf.constant(data))
+            pictures.append(decode_image(tf.constant(data)).numpy())
         except (tf.errors.InvalidArgumentError, ValueError):
             raise DataError(f"{path} is not a readable image: corrupt image data, TensorFlow "
                             "cannot decode it") from None
-    return encoded
+    return pictures
 
 
 def keras_preset(model, path) -> Preset:

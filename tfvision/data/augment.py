@@ -80,34 +80,34 @@ def crop_boxes(heights, widths, seed, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), a
 
 def original_crops(encoded, size, flip, seed, scale, ratio, resize):
     """Random resized crops (and flips) of a batch of encoded images [B], cut from the
-    originals; uint8 [B, *size, 3] out. ``resize`` is the pipeline's resize."""
+    originals; uint8 [B, *size, 3] out. ``resize`` is the pipeline's resize.
+
+    Each image is read once: a JPEG's shape comes from its header and only its crop is
+    decoded; any other format is decoded whole, then cropped.
+    """
     s_box, s_flip = _seeds(seed, 2)
-    jpeg = tf.map_fn(tf.io.is_jpeg, encoded, fn_output_signature=tf.bool)
+    per_image = tf.random.experimental.stateless_split(s_box, num=tf.shape(encoded)[0])
 
-    def shape(args):
-        one, is_jpeg = args
-        return tf.cond(is_jpeg, lambda: tf.image.extract_jpeg_shape(one)[:2],
-                       lambda: tf.shape(tf.io.decode_image(one, expand_animations=False))[:2])
-
-    shapes = tf.map_fn(shape, (encoded, jpeg), fn_output_signature=tf.int32)
-    top, left, height, width = crop_boxes(shapes[:, 0], shapes[:, 1], s_box, scale, ratio)
+    def box(shape, one_seed):
+        return tf.concat(crop_boxes(shape[:1], shape[1:2], one_seed, scale, ratio), 0)
 
     def crop(args):
-        one, is_jpeg, box = args
+        one, one_seed = args
 
         def from_jpeg():
-            return tf.image.decode_and_crop_jpeg(one, box, channels=3)
+            shape = tf.image.extract_jpeg_shape(one)[:2]
+            return tf.image.decode_and_crop_jpeg(one, box(shape, one_seed), channels=3)
 
         def from_other():
             image = tf.io.decode_image(one, channels=3, expand_animations=False)
-            return image[box[0]:box[0] + box[2], box[1]:box[1] + box[3]]
+            top, left, height, width = tf.unstack(box(tf.shape(image)[:2], one_seed))
+            return image[top:top + height, left:left + width]
 
-        image = tf.cond(is_jpeg, from_jpeg, from_other)
+        image = tf.cond(tf.io.is_jpeg(one), from_jpeg, from_other)
         image.set_shape([None, None, 3])
         return tf.cast(resize(image, size), tf.uint8)
 
-    boxes = tf.stack([top, left, height, width], axis=1)
-    images = tf.map_fn(crop, (encoded, jpeg, boxes), parallel_iterations=8,
+    images = tf.map_fn(crop, (encoded, per_image), parallel_iterations=8,
                        fn_output_signature=tf.TensorSpec([*size, 3], tf.uint8))
     if flip:
         flipped = _uniform([tf.shape(encoded)[0]], s_flip) < 0.5

@@ -236,7 +236,7 @@ def make_pipeline(split, data_cfg, preset, batch_size, *, training, seed, cache,
     ds = ds.batch(batch_size, drop_remainder=training and split.size >= batch_size,
                   num_parallel_calls=AUTOTUNE)
     finish = BatchAugment(data_cfg, size, num_classes, training=training, seed=seed,
-                          one_hot=one_hot)
+                          one_hot=one_hot, cropped=originals)
     if originals:
         def cut(encoded, labels):
             return original_crops(encoded, size, data_cfg.augment != "none",
@@ -244,8 +244,6 @@ def make_pipeline(split, data_cfg, preset, batch_size, *, training, seed, cache,
                                   data_cfg.crop_scale, data_cfg.crop_ratio, resize), labels
 
         ds = ds.map(cut, num_parallel_calls=AUTOTUNE)
-        finish = BatchAugment(data_cfg, size, num_classes, training=training, seed=seed,
-                              one_hot=one_hot, cropped=True)
     ds = ds.map(finish, num_parallel_calls=AUTOTUNE)
     return ds.with_options(options).prefetch(AUTOTUNE)
 
