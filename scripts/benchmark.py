@@ -558,24 +558,15 @@ class Bench:
         self.figures["settings"] = figures
 
 
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
-
-
 def machine() -> dict:
     """The CPU (and the instructions oneDNN picks kernels by) and the versions compared."""
-    cpu, flags = platform.processor(), set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                cpu = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
+    from tfvision.host import cpu
+
+    host = cpu()
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "cpu_flags": [f for f in CPU_FLAGS if f in flags],
+        "cpu": host.model,
+        "cores": host.cores,
+        "cpu_flags": host.reported_flags(),
         "python": platform.python_version(),
         **{pkg: metadata.version(pkg) for pkg in ("tensorflow", "keras", "torch", "numpy")},
     }

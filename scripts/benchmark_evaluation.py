@@ -25,14 +25,11 @@ import numpy as np
 
 
 def cpu() -> str:
-    info = Path("/proc/cpuinfo").read_text()
-    model = next(line.split(":", 1)[1].strip() for line in info.splitlines()
-                 if line.startswith("model name"))
-    flags = set(next(line for line in info.splitlines() if line.startswith("flags")).split())
-    present = [f for f in ("avx2", "avx512f", "avx512_bf16") if f in flags]
-    import os
+    from tfvision.host import cpu as host_cpu
 
-    return f"{model}, {os.cpu_count()} cores, flags: {' '.join(present) or 'none of them'}"
+    host = host_cpu()
+    return (f"{host.model}, {host.cores} cores, flags: "
+            f"{' '.join(host.reported_flags()) or 'none of them'}")
 
 
 def write_images(root: Path, count, fmt, size, classes=10, seed=0):

@@ -1,6 +1,6 @@
 """The import direction: each part of tfvision imports only the parts below it.
 
-From the bottom: errors and fs (paths on any filesystem), config (what the user wrote), rundir
+From the bottom: errors, fs (paths on any filesystem) and host (the CPU), config (what the user wrote), rundir
 (where a run lives), data and models (side by side, neither importing the other),
 explanations, export (its serving_explain signature uses them), evaluation, training (which
 writes a report when it finishes), inference, and the
@@ -13,7 +13,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = [
-    {"tfvision.errors", "tfvision.fs"},
+    {"tfvision.errors", "tfvision.fs", "tfvision.host"},
     {"tfvision.config"},
     {"tfvision.rundir"},
     {"tfvision.data", "tfvision.models"},

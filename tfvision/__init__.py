@@ -6,6 +6,11 @@ does not pay for importing TensorFlow until a function that needs it is used.
 
 import importlib
 
+from tfvision.host import choose_tensorflow_settings
+
+# Before anything imports TensorFlow: its oneDNN switch is read once, when it loads.
+choose_tensorflow_settings()
+
 __version__ = "0.1.0"
 
 _EXPORTS = {

@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from tfvision.errors import ConfigError
+from tfvision.host import onednn_status
 from tfvision.training.cluster import current_task
 
 MULTI_WORKER = "multi_worker_mirrored"
@@ -96,6 +97,8 @@ def describe(resolved, why, strategy, global_batch, learning_rate) -> str:
     for key in ("strategy", "mixed_precision", "jit_compile", "steps_per_execution"):
         value = getattr(resolved, key)
         parts.append(f"{key}={value}" + (f" (auto: {why[key]})" if key in why else ""))
+    onednn, onednn_why = onednn_status()
+    parts.append(f"oneDNN {'on' if onednn else 'off'} ({onednn_why})")
     replicas = strategy.num_replicas_in_sync
     parts.append(f"{replicas} replica{'s' if replicas > 1 else ''}, global batch {global_batch}, "
                  f"learning rate {learning_rate:g}")

@@ -1,0 +1,293 @@
+"""Where one training step's time goes, tfvision against the seed's PyTorch loop (issue 15).
+
+Three views of the same model (the seed CNN at 32², batch 64, or ResNet-18), each in its own
+process so that one's instrumentation does not slow the other:
+
+- ``tf``: TensorFlow's profiler traces a few ``fit`` steps; the host ops are summed by name
+  (which TF kernels ran: oneDNN's ``_MklNative*`` or TF's Eigen ones), and the step's wall
+  time is split into time inside ops and time outside any op (Python, Keras' loop, waiting).
+- ``onednn``: the same steps under ``ONEDNN_VERBOSE=1``; every primitive oneDNN executed is
+  summed by kind and implementation (``brg:avx2``, ``jit:avx2``, ``gemm:jit``...), which
+  tells whether conv+bias+ReLU fused (``attr-post-ops``) and how much time reorders between
+  memory layouts take.
+- ``torch``: ``torch.profiler`` over the seed's loop, summed by aten op.
+
+    python scripts/profile_step.py                    # the CNN, all three views
+    python scripts/profile_step.py --model resnet18 --size 160 --steps 4
+"""
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SCRIPT = Path(__file__).resolve()
+sys.path.insert(0, str(SCRIPT.parent))
+from benchmark import NUM_CLASSES, SEED, machine, synthetic_images
+
+RESULT = "RESULT "
+TOP = 12
+WRAPPERS = ("Iterator", "$", "Executor", "__inference")  # events that contain ops
+
+
+def tf_model(spec):
+    """The model and a ready batch, built as the benchmark's tfvision side builds them."""
+    import keras
+    import tensorflow as tf
+
+    from tfvision.config import load_config
+    from tfvision.models import build_model, resnet18
+    from tfvision.training.strategy import resolve_distribute
+    from tfvision.training.trainer import compile_model
+
+    size, batch = spec["size"], spec["batch"]
+    config = load_config("cifar10_cnn", [f"data.image_size={size}", f"data.batch_size={batch}",
+                                         *spec["overrides"]])
+    distribute, _ = resolve_distribute(config.distribute)
+    keras.utils.set_random_seed(SEED)
+    shape = (size, size, 3)
+    model = (build_model(config.model, NUM_CLASSES, shape) if spec["model"] == "cnn"
+             else resnet18(num_classes=NUM_CLASSES, input_shape=shape))
+    compile_model(model, config.train, NUM_CLASSES, spec["steps"], jit_compile=False,
+                  steps_per_execution=distribute.steps_per_execution)
+    images, labels = synthetic_images(batch, size)
+    data = tf.data.Dataset.from_tensors((tf.constant(images, tf.float32), labels)).repeat()
+    return model, data, distribute
+
+
+def tf_fit(model, data, steps, spe):
+    """Seconds per step of ``fit`` over ``steps`` steps (a multiple of steps_per_execution)."""
+    steps = max(spe, steps // spe * spe)
+    start = time.perf_counter()
+    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+    return (time.perf_counter() - start) / steps, steps
+
+
+def xplane_ops(logdir):
+    """``({op type: (count, µs)}, µs the executor ran any op)`` from a trace's host plane.
+
+    Ops are the events named ``name:Type``; ``ExecutorState::Process`` events wrap the ops an
+    executor thread runs, so the union of their intervals is the time some op was running.
+    """
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    totals = collections.defaultdict(lambda: [0, 0.0])
+    running = []
+    for path in Path(logdir).rglob("*.xplane.pb"):
+        for plane in xplane_pb2.XSpace.FromString(path.read_bytes()).planes:
+            if plane.name != "/host:CPU":
+                continue
+            names = {k: m.name for k, m in plane.event_metadata.items()}
+            for line in plane.lines:
+                for event in line.events:
+                    name = names.get(event.metadata_id, "?")
+                    begin = line.timestamp_ns * 1e-3 + event.offset_ps * 1e-6
+                    if name == "ExecutorState::Process":
+                        running.append((begin, begin + event.duration_ps * 1e-6))
+                    elif ":" in name and not name.startswith(WRAPPERS):
+                        op_type = name.rsplit(":", 1)[1]
+                        if op_type in ("Run", "Process") or op_type.startswith("__inference"):
+                            continue
+                        totals[op_type][0] += 1
+                        totals[op_type][1] += event.duration_ps * 1e-6
+    busy, end = 0.0, float("-inf")
+    for begin, finish in sorted(running):
+        busy += max(0.0, finish - max(begin, end))
+        end = max(end, finish)
+    return dict(totals), busy
+
+
+def tf_view(spec):
+    import tensorflow as tf
+
+    from tfvision.host import onednn_status
+
+    model, data, distribute = tf_model(spec)
+    spe = distribute.steps_per_execution
+    tf_fit(model, data, 4 * spe, spe)  # trace and warm up
+    seconds, _ = tf_fit(model, data, spec["steps"], spe)
+    for _ in range(2):  # the profiler's first session pays for its own start-up
+        with tempfile.TemporaryDirectory() as logdir:
+            tf.profiler.experimental.start(logdir)
+            traced, traced_steps = tf_fit(model, data, spec["steps"], spe)
+            tf.profiler.experimental.stop()
+            ops, busy = xplane_ops(logdir)
+    in_ops = sum(us for _, us in ops.values())
+    return {
+        "step_ms": 1000 * seconds,
+        "traced_step_ms": 1000 * traced,
+        "steps_per_execution": spe,
+        "onednn": onednn_status()[0],
+        "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                    "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
+        # Summed over threads: above the wall time when ops ran in parallel.
+        "op_ms_per_step": in_ops / 1000 / traced_steps,
+        # Python, Keras' loop and waits: the traced step's time when no op ran.
+        "outside_ops_ms_per_step": traced * 1000 - busy / 1000 / traced_steps,
+        "ops": {name: {"count": c / traced_steps, "ms": us / 1000 / traced_steps}
+                for name, (c, us) in sorted(ops.items(), key=lambda kv: -kv[1][1])},
+    }
+
+
+def onednn_view(spec):
+    """Runs the TF model under ONEDNN_VERBOSE in a child and sums its primitive lines."""
+    child = subprocess.run(
+        [sys.executable, str(SCRIPT), "--worker", "onednn_steps", "--spec", json.dumps(spec)],
+        env={**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True, text=True, check=True, timeout=900)
+    marker = [i for i, line in enumerate(child.stdout.splitlines()) if line == "PROFILE START"]
+    lines = child.stdout.splitlines()[marker[-1] + 1:]
+    steps = json.loads(next(line for line in lines if line.startswith(RESULT))[len(RESULT):])
+    totals = collections.defaultdict(lambda: [0, 0.0])
+    isa = ""
+    for line in child.stdout.splitlines():
+        if "cpu,runtime" in line or ",info,cpu,isa:" in line:
+            isa = line.split("isa:", 1)[-1] if "isa:" in line else isa
+    for line in lines:
+        fields = line.split(",")
+        if not line.startswith("onednn_verbose") or "exec" not in fields[:4]:
+            continue
+        i = fields.index("exec")
+        kind, impl, prop = fields[i + 2], fields[i + 3], fields[i + 4]
+        attrs = next((f for f in fields if f.startswith("attr-post-ops:")), "")
+        key = f"{kind} {impl} {prop}" + (f" [{attrs[len('attr-post-ops:'):]}]" if attrs else "")
+        totals[key][0] += 1
+        totals[key][1] += float(fields[-1])
+    n = steps["steps"]
+    return {
+        "isa": isa,
+        "primitive_ms_per_step": sum(ms for _, ms in totals.values()) / n,
+        "reorder_ms_per_step": sum(ms for k, (_, ms) in totals.items() if k.startswith("reorder"))
+        / n,
+        "primitives": {k: {"count": c / n, "ms": ms / n}
+                       for k, (c, ms) in sorted(totals.items(), key=lambda kv: -kv[1][1])},
+    }
+
+
+def onednn_steps(spec):
+    model, data, distribute = tf_model(spec)
+    spe = distribute.steps_per_execution
+    tf_fit(model, data, 4 * spe, spe)
+    print("PROFILE START", flush=True)
+    return {"steps": tf_fit(model, data, spec["steps"], spe)[1]}
+
+
+def torch_view(spec):
+    import torch
+    from torch_reference import SeedCNN, resnet18
+
+    torch.set_num_threads(os.cpu_count())
+    torch.manual_seed(SEED)
+    size, batch = spec["size"], spec["batch"]
+    model = SeedCNN(NUM_CLASSES, size) if spec["model"] == "cnn" else resnet18(NUM_CLASSES)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    images, labels = synthetic_images(batch, size)
+    inputs = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().float().div(255.0)
+    targets = torch.from_numpy(labels)
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(5):
+        step()
+    start = time.perf_counter()
+    for _ in range(spec["steps"]):
+        step()
+    seconds = (time.perf_counter() - start) / spec["steps"]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(spec["steps"]):
+            step()
+    # Self time of the aten ops, so nested calls are not counted twice.
+    rows = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    return {
+        "step_ms": 1000 * seconds,
+        "threads": torch.get_num_threads(),
+        "ops": {e.key: {"count": e.count / spec["steps"],
+                        "ms": e.self_cpu_time_total / 1000 / spec["steps"]} for e in rows[:40]},
+    }
+
+
+WORKERS = {f.__name__: f for f in (tf_view, onednn_steps, torch_view)}
+VIEWS = {"tf": "tf_view", "onednn": "onednn_view", "torch": "torch_view"}
+
+
+def child(worker, spec):
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--worker", worker, "--spec", json.dumps(spec)],
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, text=True,
+        timeout=900, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
+    if done.returncode or not lines:
+        sys.exit(f"{worker} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len(RESULT):])
+
+
+def show(title, rows, total=None):
+    print(f"  {title}")
+    for name, row in list(rows.items())[:TOP]:
+        share = f" {100 * row['ms'] / total:5.1f}%" if total else ""
+        print(f"    {row['ms']:8.3f} ms{share}  x{row['count']:<6.3g} {name}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=("cnn", "resnet18"), default="cnn")
+    parser.add_argument("--size", type=int, help="image side (default: 32 cnn, 160 resnet18)")
+    parser.add_argument("--batch", type=int, help="default: 64 cnn, 32 resnet18")
+    parser.add_argument("--steps", type=int, help="steps per view (default 64 cnn, 4 resnet)")
+    parser.add_argument("--view", choices=VIEWS, action="append", help="default: all three")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE", help="config override for tfvision")
+    parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(RESULT + json.dumps(WORKERS[args.worker](json.loads(args.spec))), flush=True)
+        return
+    cnn = args.model == "cnn"
+    spec = {"model": args.model, "size": args.size or (32 if cnn else 160),
+            "batch": args.batch or (64 if cnn else 32), "steps": args.steps or (64 if cnn else 4),
+            "overrides": args.overrides}
+    figures = {"machine": machine(), "spec": spec}
+    print(f"machine: {figures['machine']}\nspec: {spec}", flush=True)
+    for view in args.view or VIEWS:
+        result = onednn_view(spec) if view == "onednn" else child(VIEWS[view], spec)
+        figures[view] = result
+        if view == "tf":
+            print(f"\n== tfvision fit: {result['step_ms']:.2f} ms/step "
+                  f"(traced {result['traced_step_ms']:.2f}), steps_per_execution "
+                  f"{result['steps_per_execution']}, oneDNN {result['onednn']}, threads "
+                  f"{result['threads']}; "
+                  f"ops {result['op_ms_per_step']:.2f} ms/step summed over threads; no op "
+                  f"running {result['outside_ops_ms_per_step']:.2f} ms/step")
+            show("TF ops by type, per step (summed over threads):", result["ops"],
+                 result["op_ms_per_step"])
+        elif view == "onednn":
+            print(f"\n== oneDNN primitives, {result['primitive_ms_per_step']:.2f} ms/step; "
+                  f"reorders {result['reorder_ms_per_step']:.3f} ms/step; isa {result['isa']}")
+            show("by kind, implementation, propagation [fused post-ops]:",
+                 result["primitives"], result["primitive_ms_per_step"])
+        else:
+            total = sum(r["ms"] for r in result["ops"].values())
+            print(f"\n== PyTorch seed loop: {result['step_ms']:.2f} ms/step, "
+                  f"{result['threads']} threads")
+            show("aten ops by self time, per step:", result["ops"], total)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"\nfigures written to {args.json}")
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()

@@ -1,0 +1,84 @@
+"""The CPU this process runs on, and the TensorFlow settings chosen from it before TF loads.
+
+TensorFlow's Linux x86 wheels turn their oneDNN kernels on by default only on CPUs with
+AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX (``DefaultOneDnnPolicy`` in
+tensorflow/core/util/port.cc). Elsewhere, on an AVX2-only CPU for instance, convolutions run
+on Eigen's kernels: the seed CNN's training step took 80 ms there against 40 ms with oneDNN
+(``scripts/profile_step.py``, AVX2 EPYC; BENCHMARKS.md). ``import tfvision`` therefore turns
+oneDNN on for AVX2 CPUs that TensorFlow's policy leaves out, before TensorFlow is imported
+and unless ``TF_ENABLE_ONEDNN_OPTS`` is already set: the user's value always wins.
+
+This module imports no TensorFlow, so ``tfvision --help`` stays instant.
+"""
+
+import dataclasses
+import functools
+import os
+import platform
+import sys
+from pathlib import Path
+
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+# What TensorFlow's DefaultOneDnnPolicy tests, in /proc/cpuinfo's names.
+TF_ONEDNN_FEATURES = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8",
+                      "amx_bf16")
+REPORTED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cpu:
+    model: str
+    cores: int
+    flags: frozenset
+
+    def reported_flags(self) -> list:
+        """The vector extensions that decide kernels and speed, as every figure names them."""
+        return [f for f in REPORTED_FLAGS if f in self.flags]
+
+
+@functools.cache
+def cpu() -> Cpu:
+    """This machine's CPU model, cores and flags (no flags where /proc/cpuinfo is absent)."""
+    model, flags = platform.processor() or platform.machine(), frozenset()
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        for line in info.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("", platform.machine()):
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = frozenset(value.split())
+    return Cpu(model, os.cpu_count() or 1, flags)
+
+
+def onednn_choice(machine: Cpu, environ, tensorflow_loaded=False) -> tuple:
+    """``(value to set TF_ENABLE_ONEDNN_OPTS to, or None; why)``."""
+    if ONEDNN_ENV in environ:
+        return None, f"{ONEDNN_ENV}={environ[ONEDNN_ENV]} set by you"
+    has = [f for f in TF_ONEDNN_FEATURES if f in machine.flags]
+    if has:
+        return None, f"TensorFlow's default on a CPU with {has[0]}"
+    if "avx2" not in machine.flags:
+        return None, "TensorFlow's default on this CPU"
+    if tensorflow_loaded:  # TF read the variable when it loaded
+        return None, f"TensorFlow was imported before tfvision; set {ONEDNN_ENV}=1 to turn it on"
+    return "1", "AVX2 without VNNI, where TensorFlow falls back to Eigen kernels at half the speed"
+
+
+_ONEDNN_WHY = []
+
+
+def choose_tensorflow_settings():
+    """Set what the CPU calls for in the environment, once, while TensorFlow is not loaded."""
+    if not _ONEDNN_WHY:
+        value, why = onednn_choice(cpu(), os.environ, "tensorflow" in sys.modules)
+        if value is not None:
+            os.environ[ONEDNN_ENV] = value
+        _ONEDNN_WHY.append(why)
+
+
+def onednn_status() -> tuple:
+    """``(on, why)``: whether this process's TensorFlow runs oneDNN kernels, and why."""
+    from tensorflow.python.util import _pywrap_util_port  # the flag TF's kernels read
+
+    return bool(_pywrap_util_port.IsMklEnabled()), (_ONEDNN_WHY or ["TensorFlow's default"])[0]
