@@ -125,3 +125,16 @@ def _validation_batches(trained_run):
     from tfvision.rundir import load_run_config
 
     return list(load_dataset(load_run_config(trained_run.run_dir)).validation.take(2))
+
+
+def test_the_export_check_scales_with_the_outputs_and_refuses_a_real_difference():
+    from tfvision.export.savedmodel import check_close
+    from tfvision.models import scratch_cnn
+
+    model = scratch_cnn(input_shape=(8, 8, 3))
+    # A diverged run's float32 logits: rounding near 1e6 moves a smaller entry by 0.2.
+    want = np.array([[14662.596, -754232.06, 999919.0]], np.float32)
+    check_close(want + [[0.198, -0.3, 0.5]], want, model, "logits")
+    with pytest.raises(ExportError, match=r"the logits differ from the in-memory model by up "
+                                          r"to 2\.00e\+01 .*nothing exported"):
+        check_close(want + [[20.0, 0.0, 0.0]], want, model, "the logits")

@@ -32,7 +32,9 @@ from tfvision.export.versions import new_version
 
 # A reloaded export runs the same math in another op order. How far that moves the logits
 # depends on the compute dtype: bfloat16 keeps 8 mantissa bits (a 9e-3 difference was
-# measured on the mixed_bfloat16 CNN), float32 stays within 1e-5.
+# measured on the mixed_bfloat16 CNN), float32 stays within 1e-5. Rounding in a sum grows
+# with its terms, not its result, so the bound scales with the largest output (a diverged
+# run's logits near 1e6 differed by 0.2 on an entry of 1.5e4, with oneDNN on AVX2).
 TOLERANCES = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2}
 
 
@@ -40,10 +42,11 @@ def check_close(got, want, model, what) -> None:
     """Refuse an export whose ``what`` differ from ``model``'s beyond its dtype's tolerance."""
     dtypes = {layer.dtype_policy.compute_dtype for layer in model.layers}
     tolerance = max(TOLERANCES.get(d, TOLERANCES["float32"]) for d in dtypes | {"float32"})
-    if not np.allclose(got, want, rtol=tolerance, atol=tolerance):
+    bound = tolerance * max(1.0, float(np.abs(want).max()))
+    if np.abs(got - want).max() > bound:
         raise ExportError(
             f"{what} differ from the in-memory model by up to {np.abs(got - want).max():.2e} "
-            f"(> {tolerance:g}); nothing exported"
+            f"(> {bound:.3g}: {tolerance:g} of the largest output); nothing exported"
         )
 
 
