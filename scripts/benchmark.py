@@ -8,6 +8,7 @@ is faster).
     python scripts/benchmark.py                       # cnn, resnet, serving, roofline: ~7 min
     python scripts/benchmark.py --only cnn --json out.json
     python scripts/benchmark.py --only settings       # which settings matter: ~13 min
+    python scripts/benchmark.py --only settings --setting cnn32  # only the CNN's settings
     python scripts/benchmark.py --quick               # smoke test: tiny runs, one round
 """
 
@@ -406,8 +407,9 @@ SETTINGS = (
 class Bench:
     """One benchmark run: its sizes, tfvision config overrides and scratch directory."""
 
-    def __init__(self, sizes: Sizes, overrides, tmp):
+    def __init__(self, sizes: Sizes, overrides, tmp, only_settings=()):
         self.sizes, self.overrides, self.tmp = sizes, list(overrides), Path(tmp)
+        self.only_settings = list(only_settings)
         self.folders = {}
         self.figures = {"max_other_cores": 0.0}
 
@@ -548,6 +550,9 @@ class Bench:
               flush=True)
         figures = {}
         for name, model, size, extra, env, changes in SETTINGS:
+            if self.only_settings and not any(f in f"{model}{size}: {name}"
+                                              for f in self.only_settings):
+                continue
             print(f"-- {model} {size}x{size}: {name}", flush=True)
             base = self.train_jobs(model, size)[0]
             changed = self.train_jobs(model, size, extra, env, changes)[0]
@@ -603,6 +608,9 @@ def main(argv=None):
                         help="A/B rounds per comparison (default 3, settings 2)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="SECTION.KEY=VALUE", help="config override for tfvision's side")
+    parser.add_argument("--setting", dest="only_settings", action="append", default=[],
+                        metavar="TEXT", help="with --only settings: only the settings whose "
+                        "'model: name' contains TEXT (repeatable), e.g. 'cnn32: steps'")
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -618,7 +626,7 @@ def main(argv=None):
           f"tfvision: {args.overrides or 'none'}", flush=True)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tfvision-bench-") as tmp:
-        bench = Bench(sizes, args.overrides, tmp)
+        bench = Bench(sizes, args.overrides, tmp, args.only_settings)
         for name in args.only or COMPARISONS:
             getattr(bench, name)()
     figures.update(bench.figures)
