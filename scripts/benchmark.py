@@ -332,18 +332,24 @@ def matmul(spec):
             count += 1
         return 2 * n**3 * count / elapsed / 1e9
 
-    figures, start = {}, clocks()
+    figures, cores, start = {}, {}, clocks()
     for n in spec["sizes"]:
         a, b = np.random.default_rng(n).standard_normal((2, n, n), dtype=np.float32)
         for dtype in ("float32", "bfloat16"):
-            figures[f"tf_{dtype}_{n}"] = rate(
-                lambda x, y: tf.linalg.matmul(x, y).numpy(),
-                tf.constant(a, dtype=dtype), tf.constant(b, dtype=dtype), n)
             torch_dtype = getattr(torch, dtype)
-            figures[f"torch_{dtype}_{n}"] = rate(
-                torch.mm, torch.from_numpy(a).to(torch_dtype), torch.from_numpy(b).to(torch_dtype),
-                n)
-    return {"gflops": figures, **load(start, clocks())}
+            kernels = {
+                f"tf_{dtype}_{n}": (lambda x, y: tf.linalg.matmul(x, y).numpy(),
+                                    tf.constant(a, dtype=dtype), tf.constant(b, dtype=dtype)),
+                f"torch_{dtype}_{n}": (torch.mm, torch.from_numpy(a).to(torch_dtype),
+                                       torch.from_numpy(b).to(torch_dtype)),
+            }
+            for name, (multiply, x, y) in kernels.items():
+                before = clocks()
+                figures[name] = rate(multiply, x, y, n)
+                # Per kernel: a slow single-threaded one (torch bf16 without native bf16)
+                # would otherwise set the busy cores of the whole job.
+                cores[name] = load(before, clocks())["busy_cores"]
+    return {"gflops": figures, "busy_cores_per_kernel": cores, **load(start, clocks())}
 
 
 WORKERS = {f.__name__: f for f in (
@@ -522,6 +528,9 @@ class Bench:
                                                    "seconds": self.sizes.matmul_seconds})},
                          self.sizes.rounds)["matmul"]
         per_kernel = {key: median(runs, "gflops", key) for key in runs[0]["gflops"]}
+        kernel_cores = {key: median(runs, "busy_cores_per_kernel", key) for key in per_kernel}
+        print("  busy cores: " + ", ".join(f"{k} {v:.2f}" for k, v in kernel_cores.items()))
+        self.figures.update({f"matmul_busy_cores_{k}": v for k, v in kernel_cores.items()})
         peaks = {dtype: max(v for k, v in per_kernel.items() if f"_{dtype}_" in k)
                  for dtype in ("float32", "bfloat16")}
         print("  GFLOP/s: " + ", ".join(f"{k} {v:.1f}" for k, v in per_kernel.items()))

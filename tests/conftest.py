@@ -1,6 +1,7 @@
 """Shared fixtures: a small trained run reused by every test that needs a model."""
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -120,6 +121,14 @@ SMALL_OVERRIDES = ("data.image_size=16", "train.epochs=3", "train.learning_rate=
 def small_cli_args(*overrides):
     """``--set`` arguments that give ``tfvision train`` the run of ``small_config``."""
     return [arg for text in (*SMALL_OVERRIDES, *overrides) for arg in ("--set", text)]
+
+
+def pytest_configure(config):
+    """Ctrl-C reaches a test's tfvision as in a terminal. pytest-xdist's workers ignore
+    SIGINT, and an ignored signal is inherited through exec: Python started that way never
+    raises KeyboardInterrupt."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class BackgroundCLI:
