@@ -135,15 +135,36 @@ def write_folder(spec):
     return {"dir": str(root)}
 
 
+def tf_compiled(spec, config, steps_per_epoch):
+    """``(model, resolved distribute section)``: tfvision's ``spec["model"]`` built and
+    compiled as ``tfvision train`` does, under the strategy and precision ``config`` resolves."""
+    import keras
+
+    from tfvision.models import build_model, resnet18
+    from tfvision.training.strategy import dtype_policy, make_strategy, resolve_distribute
+    from tfvision.training.trainer import compile_model
+
+    distribute, _ = resolve_distribute(config.distribute)
+    strategy = make_strategy(distribute)
+    keras.utils.set_random_seed(config.train.seed)
+    shape = (*config.image_hw, 3)
+    with strategy.scope(), dtype_policy(distribute.mixed_precision):
+        if spec["model"] == "cnn":
+            model = build_model(config.model, NUM_CLASSES, shape)
+        else:
+            model = resnet18(num_classes=NUM_CLASSES, input_shape=shape)
+        compile_model(model, config.train, NUM_CLASSES, steps_per_epoch,
+                      jit_compile=distribute.jit_compile,
+                      steps_per_execution=distribute.steps_per_execution)
+    return model, distribute
+
+
 def tf_train(spec):
     """Training images/s through tfvision's path: config → load_dataset → compile → fit."""
     import keras
 
     from tfvision.config import load_config
     from tfvision.data.dataset import load_dataset
-    from tfvision.models import build_model, resnet18
-    from tfvision.training.strategy import dtype_policy, make_strategy, resolve_distribute
-    from tfvision.training.trainer import compile_model
 
     size, batch, folder = spec["image_size"], spec["batch"], spec["folder"]
     # The seed's §4.1 setup (SGD lr 0.01, cross-entropy), without augmentation: the PyTorch
@@ -153,24 +174,13 @@ def tf_train(spec):
         f"data.validation_path={folder}/validation", f"data.image_size={size}",
         f"data.batch_size={batch}", "data.augment=none", *spec["overrides"],
     ])
-    distribute, _ = resolve_distribute(config.distribute)
-    strategy = make_strategy(distribute)
-    keras.utils.set_random_seed(config.train.seed)
     data = load_dataset(config, global_batch_size=batch)
     train = data.train
     if not spec.get("prefetch", True):
         # The pipeline always ends with prefetch(AUTOTUNE); measure what that buys.
         assert "PrefetchDataset" in type(train).__name__, type(train)
         train = train._input_dataset
-    shape = (*config.image_hw, 3)
-    with strategy.scope(), dtype_policy(distribute.mixed_precision):
-        if spec["model"] == "cnn":
-            model = build_model(config.model, NUM_CLASSES, shape)
-        else:
-            model = resnet18(num_classes=NUM_CLASSES, input_shape=shape)
-        compile_model(model, config.train, NUM_CLASSES, math.ceil(data.train_size / batch),
-                      jit_compile=distribute.jit_compile,
-                      steps_per_execution=distribute.steps_per_execution)
+    model, distribute = tf_compiled(spec, config, math.ceil(data.train_size / batch))
     ends = []
     timer = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: ends.append(clocks()))
     model.fit(train, epochs=spec["epochs"], callbacks=[timer], verbose=0)
@@ -186,23 +196,38 @@ def tf_train(spec):
 TORCH_VARIANTS = ("seed loop", "channels_last", "torch.compile")
 
 
-def torch_train(spec):
-    """Training images/s of the seed's loop (§4.1/§4.2) over in-memory tensors: as the seed
-    writes it (``variant`` "seed loop"), in channels_last memory format, or through
-    ``torch.compile``, what a CPU user tuning PyTorch tries first."""
+def torch_model(spec):
+    """The seed's PyTorch model for ``spec["model"]``, on every core, seeded."""
     import torch
     from torch_reference import SeedCNN, resnet18
 
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(SEED)
-    size, batch, n = spec["image_size"], spec["batch"], spec["images"]
-    model = SeedCNN(NUM_CLASSES, size) if spec["model"] == "cnn" else resnet18(NUM_CLASSES)
+    return (SeedCNN(NUM_CLASSES, spec["image_size"]) if spec["model"] == "cnn"
+            else resnet18(NUM_CLASSES))
+
+
+def torch_batches(n, size):
+    """``n`` synthetic images as the seed's ToTensor loader yields them: contiguous NCHW
+    floats in [0, 1]; with their labels."""
+    import torch
+
+    images, labels = synthetic_images(n, size)
+    return (torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().float().div(255.0),
+            torch.from_numpy(labels))
+
+
+def torch_train(spec):
+    """Training images/s of the seed's loop (§4.1/§4.2) over in-memory tensors: as the seed
+    writes it (``variant`` "seed loop"), in channels_last memory format, or through
+    ``torch.compile``, what a CPU user tuning PyTorch tries first."""
+    import torch
+
+    batch, n = spec["batch"], spec["images"]
+    model = torch_model(spec)
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    images, labels = synthetic_images(n, size)
-    # Contiguous NCHW floats in [0, 1], as the seed's ToTensor loader yields them.
-    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().float().div(255.0)
-    labels = torch.from_numpy(labels)
+    images, labels = torch_batches(n, spec["image_size"])
     variant = spec.get("variant", "seed loop")
     if variant == "channels_last":
         model = model.to(memory_format=torch.channels_last)
@@ -360,15 +385,31 @@ WORKERS = {f.__name__: f for f in (
 # The driver: fresh processes, alternating order, medians, ratios.
 
 
-def run(job: Job) -> dict:
-    command = [sys.executable, str(SCRIPT), "--worker", job.kind, "--spec", json.dumps(job.spec)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **job.env}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900,
-                          check=False)
+def call_worker(script, kind, spec, env=None) -> tuple:
+    """``(result, stdout)`` of ``script --worker kind`` in a fresh process; exits on failure."""
+    command = [sys.executable, str(script), "--worker", kind, "--spec", json.dumps(spec)]
+    done = subprocess.run(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+                          capture_output=True, text=True, timeout=900, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
     if done.returncode or not lines:
-        sys.exit(f"worker {job.kind} {job.spec} {job.env} failed:\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1][len(RESULT):])
+        sys.exit(f"worker {kind} {spec} {env} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len(RESULT):]), done.stdout
+
+
+def run(job: Job) -> dict:
+    return call_worker(SCRIPT, job.kind, job.spec, job.env)[0]
+
+
+def parse_or_work(parser, workers, argv):
+    """The parsed arguments; or, in a worker process, None once the worker printed its
+    result."""
+    parser.add_argument("--worker", choices=workers, help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(RESULT + json.dumps(workers[args.worker](json.loads(args.spec))), flush=True)
+        return None
+    return args
 
 
 def brief(result: dict) -> str:
@@ -620,11 +661,8 @@ def main(argv=None):
     parser.add_argument("--setting", dest="only_settings", action="append", default=[],
                         metavar="TEXT", help="with --only settings: only the settings whose "
                         "'model: name' contains TEXT (repeatable), e.g. 'cnn32: steps'")
-    parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
-    parser.add_argument("--spec", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        print(RESULT + json.dumps(WORKERS[args.worker](json.loads(args.spec))), flush=True)
+    args = parse_or_work(parser, WORKERS, argv)
+    if args is None:
         return
     sizes = QUICK if args.quick else Sizes()
     if args.rounds:

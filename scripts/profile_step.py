@@ -19,44 +19,38 @@ process so that one's instrumentation does not slow the other:
 import argparse
 import collections
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 SCRIPT = Path(__file__).resolve()
 sys.path.insert(0, str(SCRIPT.parent))
-from benchmark import NUM_CLASSES, SEED, machine, synthetic_images
+from benchmark import (
+    call_worker,
+    machine,
+    parse_or_work,
+    synthetic_images,
+    tf_compiled,
+    torch_batches,
+    torch_model,
+)
 
-RESULT = "RESULT "
 TOP = 12
+PROFILE_START = "PROFILE START"  # the verbose lines after it are the measured steps
 WRAPPERS = ("Iterator", "$", "Executor", "__inference")  # events that contain ops
 
 
 def tf_model(spec):
-    """The model and a ready batch, built as the benchmark's tfvision side builds them."""
-    import keras
+    """The model, compiled as the benchmark's tfvision side compiles it, and a ready batch."""
     import tensorflow as tf
 
     from tfvision.config import load_config
-    from tfvision.models import build_model, resnet18
-    from tfvision.training.strategy import resolve_distribute
-    from tfvision.training.trainer import compile_model
 
-    size, batch = spec["size"], spec["batch"]
+    size, batch = spec["image_size"], spec["batch"]
     config = load_config("cifar10_cnn", [f"data.image_size={size}", f"data.batch_size={batch}",
                                          *spec["overrides"]])
-    distribute, _ = resolve_distribute(config.distribute)
-    keras.utils.set_random_seed(SEED)
-    shape = (size, size, 3)
-    model = (build_model(config.model, NUM_CLASSES, shape) if spec["model"] == "cnn"
-             else resnet18(num_classes=NUM_CLASSES, input_shape=shape))
-    compile_model(model, config.train, NUM_CLASSES, spec["steps"], jit_compile=False,
-                  steps_per_execution=distribute.steps_per_execution)
+    model, distribute = tf_compiled(spec, config, spec["steps"])
     images, labels = synthetic_images(batch, size)
     data = tf.data.Dataset.from_tensors((tf.constant(images, tf.float32), labels)).repeat()
     return model, data, distribute
@@ -138,19 +132,12 @@ def tf_view(spec):
 
 def onednn_view(spec):
     """Runs the TF model under ONEDNN_VERBOSE in a child and sums its primitive lines."""
-    child = subprocess.run(
-        [sys.executable, str(SCRIPT), "--worker", "onednn_steps", "--spec", json.dumps(spec)],
-        env={**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True, text=True, check=True, timeout=900)
-    marker = [i for i, line in enumerate(child.stdout.splitlines()) if line == "PROFILE START"]
-    lines = child.stdout.splitlines()[marker[-1] + 1:]
-    steps = json.loads(next(line for line in lines if line.startswith(RESULT))[len(RESULT):])
+    result, stdout = call_worker(SCRIPT, "onednn_steps", spec, {"ONEDNN_VERBOSE": "1"})
+    lines = stdout.splitlines()
+    isa = next((line.split("isa:", 1)[1] for line in lines
+                if line.startswith("onednn_verbose") and "isa:" in line), "")
     totals = collections.defaultdict(lambda: [0, 0.0])
-    isa = ""
-    for line in child.stdout.splitlines():
-        if "cpu,runtime" in line or ",info,cpu,isa:" in line:
-            isa = line.split("isa:", 1)[-1] if "isa:" in line else isa
-    for line in lines:
+    for line in lines[lines.index(PROFILE_START) + 1:]:
         fields = line.split(",")
         if not line.startswith("onednn_verbose") or "exec" not in fields[:4]:
             continue
@@ -160,7 +147,7 @@ def onednn_view(spec):
         key = f"{kind} {impl} {prop}" + (f" [{attrs[len('attr-post-ops:'):]}]" if attrs else "")
         totals[key][0] += 1
         totals[key][1] += float(fields[-1])
-    n = steps["steps"]
+    n = result["steps"]
     return {
         "isa": isa,
         "primitive_ms_per_step": sum(ms for _, ms in totals.values()) / n,
@@ -175,22 +162,16 @@ def onednn_steps(spec):
     model, data, distribute = tf_model(spec)
     spe = distribute.steps_per_execution
     tf_fit(model, data, 4 * spe, spe)
-    print("PROFILE START", flush=True)
+    print(PROFILE_START, flush=True)
     return {"steps": tf_fit(model, data, spec["steps"], spe)[1]}
 
 
 def torch_view(spec):
     import torch
-    from torch_reference import SeedCNN, resnet18
 
-    torch.set_num_threads(os.cpu_count())
-    torch.manual_seed(SEED)
-    size, batch = spec["size"], spec["batch"]
-    model = SeedCNN(NUM_CLASSES, size) if spec["model"] == "cnn" else resnet18(NUM_CLASSES)
+    model = torch_model(spec)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    images, labels = synthetic_images(batch, size)
-    inputs = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().float().div(255.0)
-    targets = torch.from_numpy(labels)
+    inputs, targets = torch_batches(spec["batch"], spec["image_size"])
 
     def step():
         loss = torch.nn.functional.cross_entropy(model(inputs), targets)
@@ -221,17 +202,6 @@ WORKERS = {f.__name__: f for f in (tf_view, onednn_steps, torch_view)}
 VIEWS = {"tf": "tf_view", "onednn": "onednn_view", "torch": "torch_view"}
 
 
-def child(worker, spec):
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--worker", worker, "--spec", json.dumps(spec)],
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, text=True,
-        timeout=900, check=False)
-    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
-    if done.returncode or not lines:
-        sys.exit(f"{worker} failed:\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1][len(RESULT):])
-
-
 def show(title, rows, total=None):
     print(f"  {title}")
     for name, row in list(rows.items())[:TOP]:
@@ -249,20 +219,18 @@ def main(argv=None):
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="SECTION.KEY=VALUE", help="config override for tfvision")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
-    parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
-    parser.add_argument("--spec", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        print(RESULT + json.dumps(WORKERS[args.worker](json.loads(args.spec))), flush=True)
+    args = parse_or_work(parser, WORKERS, argv)
+    if args is None:
         return
     cnn = args.model == "cnn"
-    spec = {"model": args.model, "size": args.size or (32 if cnn else 160),
+    spec = {"model": args.model, "image_size": args.size or (32 if cnn else 160),
             "batch": args.batch or (64 if cnn else 32), "steps": args.steps or (64 if cnn else 4),
             "overrides": args.overrides}
     figures = {"machine": machine(), "spec": spec}
     print(f"machine: {figures['machine']}\nspec: {spec}", flush=True)
     for view in args.view or VIEWS:
-        result = onednn_view(spec) if view == "onednn" else child(VIEWS[view], spec)
+        result = (onednn_view(spec) if view == "onednn"
+                  else call_worker(SCRIPT, VIEWS[view], spec)[0])
         figures[view] = result
         if view == "tf":
             print(f"\n== tfvision fit: {result['step_ms']:.2f} ms/step "
@@ -289,5 +257,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

@@ -39,16 +39,16 @@ class Cpu:
 @functools.cache
 def cpu() -> Cpu:
     """This machine's CPU model, cores and flags (no flags where /proc/cpuinfo is absent)."""
-    model, flags = platform.processor() or platform.machine(), frozenset()
+    model, flags = "", frozenset()
     info = Path("/proc/cpuinfo")
     if info.exists():
-        for line in info.read_text().splitlines():
+        for line in info.read_text().splitlines():  # the first processor's lines
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in ("", platform.machine()):
+            if key.strip() == "model name" and not model:
                 model = value.strip()
             elif key.strip() == "flags" and not flags:
                 flags = frozenset(value.split())
-    return Cpu(model, os.cpu_count() or 1, flags)
+    return Cpu(model or platform.processor() or platform.machine(), os.cpu_count() or 1, flags)
 
 
 def onednn_choice(machine: Cpu, environ, tensorflow_loaded=False) -> tuple:
