@@ -7,6 +7,7 @@ server), signatures called by keyword with tensors from ``tf.make_ndarray``.
 
 import base64
 import json
+import os
 import re
 import subprocess
 import sys
@@ -235,3 +236,35 @@ def test_the_export_scores_the_validation_split_as_evaluation_does(loaded, train
     for name, out in answers.items():
         accuracy = np.mean(out["class_ids"].numpy()[:, 0] == labels)
         assert abs(accuracy - trained_run.metrics["val_accuracy"]) < 1e-6, name
+
+
+FROZEN_WEIGHTS_SERVER = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+signature = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+batches = json.loads(sys.argv[2])
+images = [open(p, "rb").read() for p in json.loads(sys.argv[3])]
+print(json.dumps([signature(image_bytes=tf.constant([images[i] for i in batch]))
+                  ["probabilities"].numpy().tolist() for batch in batches]))
+"""
+
+
+def test_weights_assumed_frozen_as_readme_advises_servers_change_no_answer(
+    export, loaded, digit_files
+):
+    """README's serving setting (oneDNN reorders each convolution's weights once, on the
+    first request) in a process that only loads the export, over requests of several sizes."""
+    batches = [[0], [0, 1], [1], [1, 0, 1]]
+    env = {**os.environ, "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS": "1", "TF_ENABLE_ONEDNN_OPTS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", FROZEN_WEIGHTS_SERVER, str(export), json.dumps(batches),
+         json.dumps([str(p) for p in digit_files])],
+        capture_output=True, text=True, env=env, check=True,
+    )
+    got = json.loads(out.stdout.splitlines()[-1])
+    images = [p.read_bytes() for p in digit_files]
+    for batch, answer in zip(batches, got):
+        want = loaded.signatures["serving_default"](
+            image_bytes=tf.constant([images[i] for i in batch]))["probabilities"].numpy()
+        np.testing.assert_allclose(np.array(answer), want, atol=1e-5, err_msg=str(batch))

@@ -38,17 +38,19 @@ class Cpu:
 
 @functools.cache
 def cpu() -> Cpu:
-    """This machine's CPU model, cores and flags (no flags where /proc/cpuinfo is absent)."""
-    model, flags = "", frozenset()
-    info = Path("/proc/cpuinfo")
+    """This machine's CPU model, cores and flags (no flags where /proc/cpuinfo is absent).
+
+    The model carries the CPU family and model numbers: a virtual machine's name ("AMD EPYC")
+    is the same for CPU generations whose speeds differ twofold."""
+    fields, info = {}, Path("/proc/cpuinfo")
     if info.exists():
         for line in info.read_text().splitlines():  # the first processor's lines
             key, _, value = line.partition(":")
-            if key.strip() == "model name" and not model:
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = frozenset(value.split())
-    return Cpu(model or platform.processor() or platform.machine(), os.cpu_count() or 1, flags)
+            fields.setdefault(key.strip(), value.strip())
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        model += f" (family {fields['cpu family']}, model {fields['model']})"
+    return Cpu(model, os.cpu_count() or 1, frozenset(fields.get("flags", "").split()))
 
 
 def onednn_choice(machine: Cpu, environ, tensorflow_loaded=False) -> tuple:
