@@ -452,6 +452,7 @@ SETTINGS = (
     ("tf.data autotune on", "resnet18", 160, ["data.autotune=true"], {}, {}),
     ("mixed_bfloat16", "resnet18", 160, ["distribute.mixed_precision=mixed_bfloat16"], {}, {}),
     ("oneDNN off", "resnet18", 160, [], {"TF_ENABLE_ONEDNN_OPTS": "0"}, {}),
+    ("inter-op threads 1", "resnet18", 160, [], {"TF_NUM_INTEROP_THREADS": "1"}, {}),
 )
 
 
