@@ -36,7 +36,7 @@ COMPARISONS = ("cnn", "resnet", "serving", "roofline")
 SERVING_SIZE = 224
 CONTENDED = 0.1  # cores used by other processes during a measurement: not reportable
 PHOTO_HW = (480, 640)  # what a client sends to serving_default: a camera-sized JPEG
-# What README's "Serving" section tells a serving process to set: oneDNN then reorders each
+# What README's "Serving speed on CPU" tells a serving process to set: oneDNN then reorders each
 # convolution's weights once, not on every request (TensorFlow's onednn_env_vars.cc).
 SERVING_ENV = {"TF_ONEDNN_ASSUME_FROZEN_WEIGHTS": "1"}
 
@@ -551,23 +551,21 @@ class Bench:
         path = run(Job("export", {"image_size": SERVING_SIZE,
                                   "dir": str(self.tmp / "export" / "resnet18")}))["path"]
         serve = {**spec, "path": path}
-        runs = self.alternate({"tfvision": Job("tf_serve", serve, SERVING_ENV),
-                               "tfvision, TF defaults": Job("tf_serve", serve),
+        sides = {"tfvision": ("serving_", SERVING_ENV),  # label: (figures' prefix, env)
+                 "tfvision, TF defaults": ("serving_tf_defaults_", {})}
+        runs = self.alternate({**{label: Job("tf_serve", serve, env)
+                                  for label, (_, env) in sides.items()},
                                "pytorch": Job("torch_serve", spec)}, self.sizes.rounds)
         figures = {}
-        for label, name, prefix in (
-                ("tfvision", "serving_default", "serving_"),
-                ("tfvision", "serving_image_tensor", "serving_"),
-                ("tfvision, TF defaults", "serving_default", "serving_tf_defaults_"),
-                ("tfvision, TF defaults", "serving_image_tensor", "serving_tf_defaults_"),
-                ("pytorch", "torch", "serving_")):
+        rows = [(label, prefix, name) for label, (prefix, _) in sides.items()
+                for name in ("serving_default", "serving_image_tensor")]
+        for label, prefix, name in [*rows, ("pytorch", "serving_", "torch")]:
             for key in ("p50_ms", "p99_ms", "batch32_images_per_s"):
                 figures[f"{prefix}{name}_{key}"] = median(runs[label], name, key)
             print(f"  {label + ': ' + name:43s} p50 {figures[f'{prefix}{name}_p50_ms']:7.2f} ms"
                   f"   p99 {figures[f'{prefix}{name}_p99_ms']:7.2f} ms   batch 32: "
                   f"{figures[f'{prefix}{name}_batch32_images_per_s']:7.1f} images/s")
-        for prefix, label in (("serving_", "tfvision"),
-                              ("serving_tf_defaults_", "tfvision, TF defaults")):
+        for label, (prefix, _) in sides.items():
             tensor_p50 = figures[f"{prefix}serving_image_tensor_p50_ms"]
             figures[f"{prefix}p50_ratio"] = figures["serving_torch_p50_ms"] / tensor_p50
             figures[f"{prefix}decode_resize_overhead"] = (
