@@ -11,9 +11,15 @@ process so that one's instrumentation does not slow the other:
   tells whether conv+bias+ReLU fused (``attr-post-ops``) and how much time reorders between
   memory layouts take.
 - ``torch``: ``torch.profiler`` over the seed's loop, summed by aten op.
+- ``kernels``: oneDNN's primitives layer by layer (kind, propagation, problem shape), TF's
+  beside those of PyTorch in ``channels_last`` (the best PyTorch variant, same oneDNN). TF
+  runs with one inter-op thread here: with two, independent ops (a convolution's gradients
+  by data and by weights) share the cores, and each primitive's time would include the
+  other's. This view says whether a layer's kernel, rather than the framework, is slower.
 
-    python scripts/profile_step.py                    # the CNN, all three views
+    python scripts/profile_step.py                    # the CNN: tf, onednn, torch
     python scripts/profile_step.py --model resnet18 --size 160 --steps 4
+    python scripts/profile_step.py --view kernels     # the CNN's kernels, TF beside torch
 """
 
 import argparse
@@ -130,32 +136,63 @@ def tf_view(spec):
     }
 
 
-def onednn_view(spec):
-    """Runs the TF model under ONEDNN_VERBOSE in a child and sums its primitive lines."""
-    result, stdout = call_worker(SCRIPT, "onednn_steps", spec, {"ONEDNN_VERBOSE": "1"})
+def verbose_primitives(worker, spec, env=None):
+    """``(isa, [(kind, impl, prop, post-ops, shape, ms)])``: every primitive a worker ran
+    under ONEDNN_VERBOSE in its measured steps."""
+    result, stdout = call_worker(SCRIPT, worker, spec, {"ONEDNN_VERBOSE": "1", **(env or {})})
     lines = stdout.splitlines()
     isa = next((line.split("isa:", 1)[1] for line in lines
                 if line.startswith("onednn_verbose") and "isa:" in line), "")
-    totals = collections.defaultdict(lambda: [0, 0.0])
+    runs = []
     for line in lines[lines.index(PROFILE_START) + 1:]:
         fields = line.split(",")
         if not line.startswith("onednn_verbose") or "exec" not in fields[:4]:
             continue
         i = fields.index("exec")
-        kind, impl, prop = fields[i + 2], fields[i + 3], fields[i + 4]
         attrs = next((f for f in fields if f.startswith("attr-post-ops:")), "")
-        key = f"{kind} {impl} {prop}" + (f" [{attrs[len('attr-post-ops:'):]}]" if attrs else "")
-        totals[key][0] += 1
-        totals[key][1] += float(fields[-1])
-    n = result["steps"]
+        runs.append((*fields[i + 2:i + 5], attrs[len("attr-post-ops:"):], fields[-2],
+                     float(fields[-1])))
+    return isa, runs, result["steps"]
+
+
+def per_step(runs, steps, key) -> dict:
+    """``{key(run): {"count", "ms"}}`` per step, the slowest first."""
+    totals = collections.defaultdict(lambda: [0, 0.0])
+    for run in runs:
+        totals[key(run)][0] += 1
+        totals[key(run)][1] += run[-1]
+    return {k: {"count": c / steps, "ms": ms / steps}
+            for k, (c, ms) in sorted(totals.items(), key=lambda kv: -kv[1][1])}
+
+
+def onednn_view(spec):
+    """The TF model's primitives summed by kind, implementation and propagation."""
+    isa, runs, steps = verbose_primitives("onednn_steps", spec)
+    primitives = per_step(runs, steps, lambda r: " ".join(r[:3]) + (f" [{r[3]}]" if r[3] else ""))
     return {
         "isa": isa,
-        "primitive_ms_per_step": sum(ms for _, ms in totals.values()) / n,
-        "reorder_ms_per_step": sum(ms for k, (_, ms) in totals.items() if k.startswith("reorder"))
-        / n,
-        "primitives": {k: {"count": c / n, "ms": ms / n}
-                       for k, (c, ms) in sorted(totals.items(), key=lambda kv: -kv[1][1])},
+        "primitive_ms_per_step": sum(row["ms"] for row in primitives.values()),
+        "reorder_ms_per_step": sum(row["ms"] for k, row in primitives.items()
+                                   if k.startswith("reorder")),
+        "primitives": primitives,
     }
+
+
+def kernels_view(spec):
+    """Each layer's primitives, TF's (one inter-op thread) beside torch's channels_last."""
+    sides = {"tf": verbose_primitives("onednn_steps", spec, {"TF_NUM_INTEROP_THREADS": "1"}),
+             "torch": verbose_primitives("torch_onednn_steps", spec)}
+    layers = {}
+    for side, (_, runs, steps) in sides.items():
+        implementations = {}
+        for kind, impl, prop, _, shape, _ in runs:
+            implementations.setdefault(f"{kind} {prop} {shape}", impl)
+        for key, row in per_step(runs, steps, lambda r: f"{r[0]} {r[2]} {r[4]}").items():
+            layers.setdefault(key, {})[side] = {**row, "impl": implementations[key]}
+    totals = {side: sum(run[-1] for run in runs) / steps
+              for side, (_, runs, steps) in sides.items()}
+    slowest_first = sorted(layers.items(), key=lambda kv: -max(v["ms"] for v in kv[1].values()))
+    return {**totals, "layers": dict(slowest_first)}
 
 
 def onednn_steps(spec):
@@ -166,12 +203,16 @@ def onednn_steps(spec):
     return {"steps": tf_fit(model, data, spec["steps"], spe)[1]}
 
 
-def torch_view(spec):
+def torch_step(spec, variant="seed loop"):
+    """One training step of the seed's loop on a ready batch, as ``variant`` runs it."""
     import torch
 
     model = torch_model(spec)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     inputs, targets = torch_batches(spec["batch"], spec["image_size"])
+    if variant == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
 
     def step():
         loss = torch.nn.functional.cross_entropy(model(inputs), targets)
@@ -181,6 +222,21 @@ def torch_view(spec):
 
     for _ in range(5):
         step()
+    return step
+
+
+def torch_onednn_steps(spec):
+    step = torch_step(spec, "channels_last")
+    print(PROFILE_START, flush=True)
+    for _ in range(spec["steps"]):
+        step()
+    return {"steps": spec["steps"]}
+
+
+def torch_view(spec):
+    import torch
+
+    step = torch_step(spec)
     start = time.perf_counter()
     for _ in range(spec["steps"]):
         step()
@@ -198,8 +254,11 @@ def torch_view(spec):
     }
 
 
-WORKERS = {f.__name__: f for f in (tf_view, onednn_steps, torch_view)}
-VIEWS = {"tf": "tf_view", "onednn": "onednn_view", "torch": "torch_view"}
+WORKERS = {f.__name__: f for f in (tf_view, onednn_steps, torch_view, torch_onednn_steps)}
+VIEWS = {"tf": "tf_view", "onednn": "onednn_view", "torch": "torch_view",
+         "kernels": "kernels_view"}
+DEFAULT_VIEWS = ("tf", "onednn", "torch")
+IN_PARENT = {"onednn": onednn_view, "kernels": kernels_view}  # they start their own workers
 
 
 def show(title, rows, total=None):
@@ -215,7 +274,7 @@ def main(argv=None):
     parser.add_argument("--size", type=int, help="image side (default: 32 cnn, 160 resnet18)")
     parser.add_argument("--batch", type=int, help="default: 64 cnn, 32 resnet18")
     parser.add_argument("--steps", type=int, help="steps per view (default 64 cnn, 4 resnet)")
-    parser.add_argument("--view", choices=VIEWS, action="append", help="default: all three")
+    parser.add_argument("--view", choices=VIEWS, action="append", help="default: tf, onednn, torch")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="SECTION.KEY=VALUE", help="config override for tfvision")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
@@ -228,8 +287,8 @@ def main(argv=None):
             "overrides": args.overrides}
     figures = {"machine": machine(), "spec": spec}
     print(f"machine: {figures['machine']}\nspec: {spec}", flush=True)
-    for view in args.view or VIEWS:
-        result = (onednn_view(spec) if view == "onednn"
+    for view in args.view or DEFAULT_VIEWS:
+        result = (IN_PARENT[view](spec) if view in IN_PARENT
                   else call_worker(SCRIPT, VIEWS[view], spec)[0])
         figures[view] = result
         if view == "tf":
@@ -246,6 +305,13 @@ def main(argv=None):
                   f"reorders {result['reorder_ms_per_step']:.3f} ms/step; isa {result['isa']}")
             show("by kind, implementation, propagation [fused post-ops]:",
                  result["primitives"], result["primitive_ms_per_step"])
+        elif view == "kernels":
+            print(f"\n== oneDNN kernels per step, layer by layer: TF (one inter-op thread) "
+                  f"{result['tf']:.2f} ms, PyTorch channels_last {result['torch']:.2f} ms")
+            for layer, sides in list(result["layers"].items())[:2 * TOP]:
+                cells = [f"{sides[s]['ms']:7.3f} ms x{sides[s]['count']:<3.3g} {sides[s]['impl']:<24}"
+                         if s in sides else f"{'-':>10}{'':31}" for s in ("tf", "torch")]
+                print(f"    tf {cells[0]}  torch {cells[1]}  {layer}")
         else:
             total = sum(r["ms"] for r in result["ops"].values())
             print(f"\n== PyTorch seed loop: {result['step_ms']:.2f} ms/step, "
