@@ -220,6 +220,18 @@ def torch_batches(n, size):
             torch.from_numpy(labels))
 
 
+def as_variant(model, images, variant):
+    """``(model, images)`` as the PyTorch ``variant`` runs them (``TORCH_VARIANTS``)."""
+    import torch
+
+    if variant == "channels_last":
+        return (model.to(memory_format=torch.channels_last),
+                images.contiguous(memory_format=torch.channels_last))
+    if variant == "torch.compile":
+        return torch.compile(model), images
+    return model, images
+
+
 def torch_train(spec):
     """Training images/s of the seed's loop (§4.1/§4.2) over in-memory tensors: as the seed
     writes it (``variant`` "seed loop"), in channels_last memory format, or through
@@ -227,16 +239,10 @@ def torch_train(spec):
     import torch
 
     batch, n = spec["batch"], spec["images"]
-    model = torch_model(spec)
+    images, labels = torch_batches(n, spec["image_size"])
+    model, images = as_variant(torch_model(spec), images, spec.get("variant", "seed loop"))
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    images, labels = torch_batches(n, spec["image_size"])
-    variant = spec.get("variant", "seed loop")
-    if variant == "channels_last":
-        model = model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
-    elif variant == "torch.compile":
-        model = torch.compile(model)
     train_loader = list(zip(images.split(batch), labels.split(batch)))
     model.train()
     ends = []

@@ -33,6 +33,7 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve()
 sys.path.insert(0, str(SCRIPT.parent))
 from benchmark import (
+    as_variant,
     call_worker,
     machine,
     parse_or_work,
@@ -137,8 +138,8 @@ def tf_view(spec):
 
 
 def verbose_primitives(worker, spec, env=None):
-    """``(isa, [(kind, impl, prop, post-ops, shape, ms)])``: every primitive a worker ran
-    under ONEDNN_VERBOSE in its measured steps."""
+    """``(isa, [(kind, impl, prop, post-ops, shape, ms)], steps)``: every primitive a worker
+    ran under ONEDNN_VERBOSE in its measured steps, and how many steps those were."""
     result, stdout = call_worker(SCRIPT, worker, spec, {"ONEDNN_VERBOSE": "1", **(env or {})})
     lines = stdout.splitlines()
     isa = next((line.split("isa:", 1)[1] for line in lines
@@ -207,11 +208,8 @@ def torch_step(spec, variant="seed loop"):
     """One training step of the seed's loop on a ready batch, as ``variant`` runs it."""
     import torch
 
-    model = torch_model(spec)
     inputs, targets = torch_batches(spec["batch"], spec["image_size"])
-    if variant == "channels_last":
-        model = model.to(memory_format=torch.channels_last)
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    model, inputs = as_variant(torch_model(spec), inputs, variant)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
 
     def step():
@@ -255,10 +253,10 @@ def torch_view(spec):
 
 
 WORKERS = {f.__name__: f for f in (tf_view, onednn_steps, torch_view, torch_onednn_steps)}
-VIEWS = {"tf": "tf_view", "onednn": "onednn_view", "torch": "torch_view",
-         "kernels": "kernels_view"}
-DEFAULT_VIEWS = ("tf", "onednn", "torch")
+IN_WORKER = {"tf": "tf_view", "torch": "torch_view"}
 IN_PARENT = {"onednn": onednn_view, "kernels": kernels_view}  # they start their own workers
+VIEWS = ("tf", "onednn", "torch", "kernels")
+DEFAULT_VIEWS = ("tf", "onednn", "torch")
 
 
 def show(title, rows, total=None):
@@ -289,7 +287,7 @@ def main(argv=None):
     print(f"machine: {figures['machine']}\nspec: {spec}", flush=True)
     for view in args.view or DEFAULT_VIEWS:
         result = (IN_PARENT[view](spec) if view in IN_PARENT
-                  else call_worker(SCRIPT, VIEWS[view], spec)[0])
+                  else call_worker(SCRIPT, IN_WORKER[view], spec)[0])
         figures[view] = result
         if view == "tf":
             print(f"\n== tfvision fit: {result['step_ms']:.2f} ms/step "
