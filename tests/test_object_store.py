@@ -40,10 +40,13 @@ def test_train_interrupt_resume_export_evaluate_predict_all_on_an_object_store(
     _image_folder(f"{root}/images")
     config = {
         "data": {"source": "folder", "path": f"{root}/images", "image_size": 16,
-                 "batch_size": 8, "validation_fraction": 0.25},
+                 "batch_size": 4, "validation_fraction": 0.25},
         "model": {"name": "cnn"},
+        # 45 training images: in batches of 8 (36 steps), 4 of 8 seeds ended below 0.85
+        # and training's batch order varies with load, so this failed once in a full run;
+        # in batches of 4 all 17 seeds tried reached 1.0.
         "train": {"epochs": 6, "optimizer": "adam", "learning_rate": 0.002,
-                  "schedule": "cosine"},  # as test_data_sources: learns in 2 epochs
+                  "schedule": "cosine"},
     }
     _write(f"{root}/configs/store.yaml", yaml.safe_dump(config).encode())
     run_dir = f"{root}/runs/store"
