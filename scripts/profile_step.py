@@ -137,9 +137,12 @@ def tf_view(spec):
     }
 
 
+Primitive = collections.namedtuple("Primitive", "kind impl prop post_ops shape ms")
+
+
 def verbose_primitives(worker, spec, env=None):
-    """``(isa, [(kind, impl, prop, post-ops, shape, ms)], steps)``: every primitive a worker
-    ran under ONEDNN_VERBOSE in its measured steps, and how many steps those were."""
+    """``(isa, [Primitive], steps)``: every primitive a worker ran under ONEDNN_VERBOSE in
+    its measured steps, and how many steps those were."""
     result, stdout = call_worker(SCRIPT, worker, spec, {"ONEDNN_VERBOSE": "1", **(env or {})})
     lines = stdout.splitlines()
     isa = next((line.split("isa:", 1)[1] for line in lines
@@ -151,8 +154,8 @@ def verbose_primitives(worker, spec, env=None):
             continue
         i = fields.index("exec")
         attrs = next((f for f in fields if f.startswith("attr-post-ops:")), "")
-        runs.append((*fields[i + 2:i + 5], attrs[len("attr-post-ops:"):], fields[-2],
-                     float(fields[-1])))
+        runs.append(Primitive(*fields[i + 2:i + 5], attrs[len("attr-post-ops:"):], fields[-2],
+                              float(fields[-1])))
     return isa, runs, result["steps"]
 
 
@@ -161,7 +164,7 @@ def per_step(runs, steps, key) -> dict:
     totals = collections.defaultdict(lambda: [0, 0.0])
     for run in runs:
         totals[key(run)][0] += 1
-        totals[key(run)][1] += run[-1]
+        totals[key(run)][1] += run.ms
     return {k: {"count": c / steps, "ms": ms / steps}
             for k, (c, ms) in sorted(totals.items(), key=lambda kv: -kv[1][1])}
 
@@ -169,7 +172,8 @@ def per_step(runs, steps, key) -> dict:
 def onednn_view(spec):
     """The TF model's primitives summed by kind, implementation and propagation."""
     isa, runs, steps = verbose_primitives("onednn_steps", spec)
-    primitives = per_step(runs, steps, lambda r: " ".join(r[:3]) + (f" [{r[3]}]" if r[3] else ""))
+    primitives = per_step(runs, steps, lambda r: f"{r.kind} {r.impl} {r.prop}"
+                          + (f" [{r.post_ops}]" if r.post_ops else ""))
     return {
         "isa": isa,
         "primitive_ms_per_step": sum(row["ms"] for row in primitives.values()),
@@ -183,14 +187,15 @@ def kernels_view(spec):
     """Each layer's primitives, TF's (one inter-op thread) beside torch's channels_last."""
     sides = {"tf": verbose_primitives("onednn_steps", spec, {"TF_NUM_INTEROP_THREADS": "1"}),
              "torch": verbose_primitives("torch_onednn_steps", spec)}
+    def layer(run):
+        return f"{run.kind} {run.prop} {run.shape}"
+
     layers = {}
     for side, (_, runs, steps) in sides.items():
-        implementations = {}
-        for kind, impl, prop, _, shape, _ in runs:
-            implementations.setdefault(f"{kind} {prop} {shape}", impl)
-        for key, row in per_step(runs, steps, lambda r: f"{r[0]} {r[2]} {r[4]}").items():
+        implementations = {layer(run): run.impl for run in runs}
+        for key, row in per_step(runs, steps, layer).items():
             layers.setdefault(key, {})[side] = {**row, "impl": implementations[key]}
-    totals = {side: sum(run[-1] for run in runs) / steps
+    totals = {side: sum(run.ms for run in runs) / steps
               for side, (_, runs, steps) in sides.items()}
     slowest_first = sorted(layers.items(), key=lambda kv: -max(v["ms"] for v in kv[1].values()))
     return {**totals, "layers": dict(slowest_first)}
@@ -255,7 +260,7 @@ def torch_view(spec):
 WORKERS = {f.__name__: f for f in (tf_view, onednn_steps, torch_view, torch_onednn_steps)}
 IN_WORKER = {"tf": "tf_view", "torch": "torch_view"}
 IN_PARENT = {"onednn": onednn_view, "kernels": kernels_view}  # they start their own workers
-VIEWS = ("tf", "onednn", "torch", "kernels")
+VIEWS = (*IN_WORKER, *IN_PARENT)
 DEFAULT_VIEWS = ("tf", "onednn", "torch")
 
 
