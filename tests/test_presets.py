@@ -13,7 +13,7 @@ from conftest import REPO, small_config
 from sklearn.datasets import load_sample_images
 
 from tfvision import preprocess
-from tfvision.data.pipeline import Preset
+from tfvision.data.pipeline import Preset, resize
 
 sys.path.insert(0, str(REPO / "scripts"))
 from torch_reference import imagenet_input, reference_resnet
@@ -65,6 +65,21 @@ def test_squash_fits_the_whole_image_and_batches_crop_alike(photos):
     np.testing.assert_array_equal(cropped[0], preprocess(tf.constant(photo), 32).numpy())
     with pytest.raises(ValueError, match="eval_resize must be squash or center_crop"):
         preprocess(tf.constant(photo), 32, eval_resize="stretch")
+
+
+def test_an_image_already_at_size_comes_through_unchanged_with_its_static_shape(photos):
+    photo = photos["odd"]
+    np.testing.assert_array_equal(resize(tf.constant(photo), photo.shape[:2]).numpy(), photo)
+    # Float pixels at the size are still rounded into [0, 255], as resized ones are.
+    floats = tf.constant([[[-3.0, 2.4, 300.0]]])
+    np.testing.assert_array_equal(resize(floats, (1, 1)).numpy(), [[[0.0, 2.0, 255.0]]])
+    # A serving signature takes any size and still answers the model's.
+    fit = tf.function(lambda images: preprocess(images, (64, 64), eval_resize="squash"),
+                      input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+    assert fit.get_concrete_function().structured_outputs.shape.as_list() == [None, 64, 64, 3]
+    batch = np.stack([photo[:64, :64], photo[64:128, :64]])
+    np.testing.assert_array_equal(fit(tf.constant(batch)).numpy(), batch)
+    assert fit(tf.constant(np.stack([photo] * 2))).shape == (2, 64, 64, 3)
 
 
 def test_auto_takes_torchvision_preset_only_for_torchvision_weights():
