@@ -238,6 +238,18 @@ def test_the_export_scores_the_validation_split_as_evaluation_does(loaded, train
         assert abs(accuracy - trained_run.metrics["val_accuracy"]) < 1e-6, name
 
 
+def test_one_image_alone_gets_the_answer_it_gets_within_a_batch(loaded, digit_files):
+    """A lone image takes its own path through the signature (no map_fn loop)."""
+    images = [p.read_bytes() for p in digit_files]
+    signature = loaded.signatures["serving_default"]
+    together = signature(image_bytes=tf.constant(images))
+    for i, image in enumerate(images):
+        alone = signature(image_bytes=tf.constant([image]))
+        np.testing.assert_allclose(alone["probabilities"][0], together["probabilities"][i],
+                                   atol=1e-6)
+        assert alone["class_names"][0].numpy().tolist() == together["class_names"][i].numpy().tolist()
+
+
 FROZEN_WEIGHTS_SERVER = """
 import json, sys
 import numpy as np
