@@ -95,6 +95,40 @@ def test_resnet18_training_mode_matches_torch_including_running_statistics(pixel
                                        rtol=1e-4, atol=1e-5, err_msg=f"{name}.{torch_stat}")
 
 
+def test_fused_batchnorm_at_inference_and_frozen_answers_as_keras_with_the_same_gradient():
+    """The fused kernel in inference mode (which the graph optimizer folds into the
+    convolution for serving) is Keras' BatchNormalization, numerically and for backprop."""
+    import tensorflow as tf
+
+    from tfvision.models.batchnorm import FusedBatchNormalization
+
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(2.0, 3.0, (4, 5, 5, 6)).astype("float32"))
+    fused, plain = FusedBatchNormalization(epsilon=1e-5), keras.layers.BatchNormalization(
+        epsilon=1e-5)
+    for layer in (fused, plain):
+        layer.build(x.shape)
+    for weights in zip(fused.weights, plain.weights):
+        value = rng.uniform(0.5, 2.0, weights[0].shape).astype("float32")
+        for w in weights:
+            w.assign(value)
+    plain.trainable = False
+    for training in (False, True):  # frozen: training=True still uses the moving statistics
+        fused.trainable = not training
+        grads = []
+        for layer in (fused, plain):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=training)
+                loss = tf.reduce_sum(y * tf.range(y.shape[-1], dtype=y.dtype))
+            grads.append((y.numpy(), tape.gradient(loss, x).numpy()))
+        (y_fused, g_fused), (y_plain, g_plain) = grads
+        np.testing.assert_allclose(y_fused, y_plain, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(g_fused, g_plain, rtol=1e-5, atol=1e-5)
+    fused.trainable = True
+    assert np.abs(fused(x, training=True).numpy() - y_plain).max() > 0.1  # batch statistics
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["scratch_cnn", "my_cnn"])
 def test_seed_cnn_logits_match_torch(name):
