@@ -247,7 +247,8 @@ def test_one_image_alone_gets_the_answer_it_gets_within_a_batch(loaded, digit_fi
         alone = signature(image_bytes=tf.constant([image]))
         np.testing.assert_allclose(alone["probabilities"][0], together["probabilities"][i],
                                    atol=1e-6)
-        assert alone["class_names"][0].numpy().tolist() == together["class_names"][i].numpy().tolist()
+        names = (alone["class_names"][0], together["class_names"][i])
+        assert names[0].numpy().tolist() == names[1].numpy().tolist()
 
 
 FROZEN_WEIGHTS_SERVER = """
