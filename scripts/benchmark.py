@@ -36,9 +36,12 @@ COMPARISONS = ("cnn", "resnet", "serving", "roofline")
 SERVING_SIZE = 224
 CONTENDED = 0.1  # cores used by other processes during a measurement: not reportable
 PHOTO_HW = (480, 640)  # what a client sends to serving_default: a camera-sized JPEG
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 # What README's "Serving speed on CPU" tells a serving process to set: oneDNN then reorders each
 # convolution's weights once, not on every request (TensorFlow's onednn_env_vars.cc).
-SERVING_ENV = {"TF_ONEDNN_ASSUME_FROZEN_WEIGHTS": "1"}
+SERVING_ENV = {"TF_ONEDNN_ASSUME_FROZEN_WEIGHTS": "1", ONEDNN_ENV: "1"}
+# What tfvision's own processes run (predict, evaluate): oneDNN on, weights read every call.
+IN_PROCESS_ENV = {ONEDNN_ENV: "1"}
 
 
 @dataclass(frozen=True)
@@ -557,8 +560,11 @@ class Bench:
         path = run(Job("export", {"image_size": SERVING_SIZE,
                                   "dir": str(self.tmp / "export" / "resnet18")}))["path"]
         serve = {**spec, "path": path}
+        defaults = tensorflow_defaults_env()
         sides = {"tfvision": ("serving_", SERVING_ENV),  # label: (figures' prefix, env)
-                 "tfvision, TF defaults": ("serving_tf_defaults_", {})}
+                 "tfvision, TF defaults": ("serving_tf_defaults_", defaults)}
+        if defaults != IN_PROCESS_ENV:  # AVX2: tfvision turns oneDNN on, a TF server does not
+            sides["tfvision, in-process"] = ("serving_in_process_", IN_PROCESS_ENV)
         runs = self.alternate({**{label: Job("tf_serve", serve, env)
                                   for label, (_, env) in sides.items()},
                                "pytorch": Job("torch_serve", spec)}, self.sizes.rounds)
@@ -629,6 +635,16 @@ class Bench:
             print(f"  median: defaults {a:.1f}, {name} {b:.1f}, ratio {b / a:.2f}")
             figures[f"{model}{size}: {name}"] = {"defaults": a, "changed": b, "ratio": b / a}
         self.figures["settings"] = figures
+
+
+def tensorflow_defaults_env() -> dict:
+    """oneDNN on or off as plain TensorFlow (a TF Serving model server) decides on this CPU.
+
+    ``import tfvision`` turns it on for AVX2 CPUs in this process (machine() imports it), and
+    every worker would inherit that."""
+    from tfvision.host import cpu, tensorflow_onednn_features
+
+    return {ONEDNN_ENV: "1" if tensorflow_onednn_features(cpu()) else "0"}
 
 
 def machine() -> dict:

@@ -53,11 +53,16 @@ def cpu() -> Cpu:
     return Cpu(model, os.cpu_count() or 1, frozenset(fields.get("flags", "").split()))
 
 
+def tensorflow_onednn_features(machine: Cpu) -> list:
+    """The flags for which TensorFlow itself turns oneDNN on; none: it leaves oneDNN off."""
+    return [f for f in TF_ONEDNN_FEATURES if f in machine.flags]
+
+
 def onednn_choice(machine: Cpu, environ, tensorflow_loaded=False) -> tuple:
     """``(value to set TF_ENABLE_ONEDNN_OPTS to, or None; why)``."""
     if ONEDNN_ENV in environ:
         return None, f"{ONEDNN_ENV}={environ[ONEDNN_ENV]} set by you"
-    has = [f for f in TF_ONEDNN_FEATURES if f in machine.flags]
+    has = tensorflow_onednn_features(machine)
     if has:
         return None, f"TensorFlow's default on a CPU with {has[0]}"
     if "avx2" not in machine.flags:
