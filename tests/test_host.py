@@ -49,3 +49,19 @@ def test_tensorflow_runs_onednn_kernels_on_this_cpu_unless_the_user_says_no():
     # TensorFlow imported first has read its switch already: tfvision leaves it as it is.
     first, why = eval(_onednn_in_a_new_process("import tensorflow, tfvision"))
     assert first == tensorflow_default, why
+
+
+@pytest.mark.parametrize(("code", "env", "frozen"), [
+    ("", {}, "1"),
+    ("", {"TF_ONEDNN_ASSUME_FROZEN_WEIGHTS": "0"}, "0"),  # the user's value
+    ("import tensorflow", {}, None),  # TensorFlow first: this process may train
+])
+def test_inference_only_commands_freeze_weights_only_before_tensorflow_loads(code, env, frozen):
+    environ = {k: v for k, v in os.environ.items() if k != "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"}
+    script = (f"{code}\nimport os\nfrom tfvision.host import inference_only_process\n"
+              "inference_only_process()\nprint(os.environ.get('TF_ONEDNN_ASSUME_FROZEN_WEIGHTS'))")
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env}, capture_output=True, text=True,
+        timeout=300, check=True)
+    assert done.stdout.strip().splitlines()[-1] == str(frozen)

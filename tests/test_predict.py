@@ -137,3 +137,17 @@ def test_predict_with_nothing_readable_is_an_error(trained_run, tmp_path):
     done = run_cli("predict", trained_run.export_path, f"{tmp_path}/*.png")
     assert done.returncode == 2
     assert f"error: {tmp_path}/*.png: matches no file" in done.stderr
+
+
+def test_predict_in_its_own_process_answers_as_here_with_weights_frozen(trained_run, digit_files):
+    """A ``tfvision predict`` process lets oneDNN keep each convolution's weights reordered
+    (tfvision/host.py); this process does not. The answers agree, over a last batch of one."""
+    for model in (trained_run.export_path, trained_run.run_dir / "model.keras"):
+        done = run_cli("predict", model, *digit_files, "--json", "--batch-size", "2",
+                       process=True)
+        assert done.returncode == 0, done.stderr
+        got = [json.loads(line) for line in done.stdout.splitlines()]
+        want = predict(model, digit_files, top_k=3)
+        assert [g["class_names"] for g in got] == [w["class_names"] for w in want]
+        np.testing.assert_allclose([g["scores"] for g in got], [w["scores"] for w in want],
+                                   atol=1e-5)

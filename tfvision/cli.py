@@ -16,6 +16,7 @@ import tempfile
 import click
 
 from tfvision.errors import TfvisionError
+from tfvision.host import inference_only_process
 
 # What TensorFlow's C++ code writes to stderr while it loads, before absl's logging is set up
 # (so TF_CPP_MIN_LOG_LEVEL cannot hide it): the absl banner and I/W/E log lines.
@@ -165,6 +166,7 @@ def evaluate(target, config, overrides, data, report_dir, corruptions, as_json):
     """Per-class metrics, confusion, calibration (and robustness) of TARGET: a run dir, a
     .keras file, or an export (a version, or a model folder: its latest) called through
     its serving_default as TF Serving calls it."""
+    inference_only_process()
     from tfvision import fs
     from tfvision.config import load_config
 
@@ -262,6 +264,7 @@ def predict(model, paths, top_k, as_json, output, batch_size):
     PATH: image files, folders (searched recursively) or globs. Files that cannot be read
     are named and skipped, and the exit code is then 1.
     """
+    inference_only_process()
     from tfvision.inference import predict_stream
 
     if output and not output.endswith((".csv", ".jsonl")):

@@ -84,6 +84,23 @@ def choose_tensorflow_settings():
         _ONEDNN_WHY.append(why)
 
 
+FROZEN_WEIGHTS_ENV = "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"
+
+
+def inference_only_process():
+    """For a command that loads a model and only answers with it (``predict``, ``evaluate``):
+    let oneDNN reorder each convolution's weights into its working layout once, not on every
+    call, as README's serving settings do. Without it, a lone image through a ResNet took
+    0.46 s instead of 0.04 on an AVX2 CPU, where oneDNN then falls back to a plain GEMM for a
+    batch of one (BENCHMARKS.md, AVX2 again).
+
+    Only before TensorFlow loads, so never in a process that may train, assign weights after
+    a call or run layers eagerly (there the cached weights go stale); the user's value wins.
+    """
+    if FROZEN_WEIGHTS_ENV not in os.environ and "tensorflow" not in sys.modules:
+        os.environ[FROZEN_WEIGHTS_ENV] = "1"
+
+
 def onednn_status() -> tuple:
     """``(on, why)``: whether this process's TensorFlow runs oneDNN kernels, and why."""
     from tensorflow.python.util import _pywrap_util_port  # the flag TF's kernels read
