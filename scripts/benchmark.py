@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tfvision.host import FROZEN_WEIGHTS_ENV, ONEDNN_ENV, cpu, tensorflow_onednn_features
+
 SCRIPT = Path(__file__).resolve()
 NUM_CLASSES = 10  # the seed's CIFAR-10 (§4.1) and its 10-class ResNet-18 head (§4.2)
 SEED = 42
@@ -36,10 +38,9 @@ COMPARISONS = ("cnn", "resnet", "serving", "roofline")
 SERVING_SIZE = 224
 CONTENDED = 0.1  # cores used by other processes during a measurement: not reportable
 PHOTO_HW = (480, 640)  # what a client sends to serving_default: a camera-sized JPEG
-ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 # What README's "Serving speed on CPU" tells a serving process to set: oneDNN then reorders each
 # convolution's weights once, not on every request (TensorFlow's onednn_env_vars.cc).
-SERVING_ENV = {"TF_ONEDNN_ASSUME_FROZEN_WEIGHTS": "1", ONEDNN_ENV: "1"}
+SERVING_ENV = {FROZEN_WEIGHTS_ENV: "1", ONEDNN_ENV: "1"}
 # What tfvision's own processes run (predict, evaluate): oneDNN on, weights read every call.
 IN_PROCESS_ENV = {ONEDNN_ENV: "1"}
 
@@ -451,7 +452,7 @@ SETTINGS = (
     ("steps_per_execution=1", "cnn", 32, ["distribute.steps_per_execution=1"], {}, {}),
     ("jit_compile=true", "cnn", 32, ["distribute.jit_compile=true"], {}, {}),
     ("mixed_bfloat16", "cnn", 32, ["distribute.mixed_precision=mixed_bfloat16"], {}, {}),
-    ("oneDNN off", "cnn", 32, [], {"TF_ENABLE_ONEDNN_OPTS": "0"}, {}),
+    ("oneDNN off", "cnn", 32, [], {ONEDNN_ENV: "0"}, {}),
     ("inter-op threads 1", "cnn", 32, [], {"TF_NUM_INTEROP_THREADS": "1"}, {}),
     ("oneDNN caller thread", "cnn", 32, [], {"TF_ONEDNN_THREADPOOL_USE_CALLER_THREAD": "1"}, {}),
     ("tf.data autotune on", "cnn", 32, ["data.autotune=true"], {}, {}),
@@ -460,7 +461,7 @@ SETTINGS = (
     ("jit_compile=true", "resnet18", 160, ["distribute.jit_compile=true"], {}, {}),
     ("tf.data autotune on", "resnet18", 160, ["data.autotune=true"], {}, {}),
     ("mixed_bfloat16", "resnet18", 160, ["distribute.mixed_precision=mixed_bfloat16"], {}, {}),
-    ("oneDNN off", "resnet18", 160, [], {"TF_ENABLE_ONEDNN_OPTS": "0"}, {}),
+    ("oneDNN off", "resnet18", 160, [], {ONEDNN_ENV: "0"}, {}),
     ("inter-op threads 1", "resnet18", 160, [], {"TF_NUM_INTEROP_THREADS": "1"}, {}),
 )
 
@@ -640,17 +641,13 @@ class Bench:
 def tensorflow_defaults_env() -> dict:
     """oneDNN on or off as plain TensorFlow (a TF Serving model server) decides on this CPU.
 
-    ``import tfvision`` turns it on for AVX2 CPUs in this process (machine() imports it), and
+    ``import tfvision`` turns it on for AVX2 CPUs in this process (this script imports it), and
     every worker would inherit that."""
-    from tfvision.host import cpu, tensorflow_onednn_features
-
     return {ONEDNN_ENV: "1" if tensorflow_onednn_features(cpu()) else "0"}
 
 
 def machine() -> dict:
     """The CPU (and the instructions oneDNN picks kernels by) and the versions compared."""
-    from tfvision.host import cpu
-
     host = cpu()
     return {
         "cpu": host.model,

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+# oneDNN reorders each convolution's weights once, not on every call (onednn_env_vars.cc).
+FROZEN_WEIGHTS_ENV = "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"
 # What TensorFlow's DefaultOneDnnPolicy tests, in /proc/cpuinfo's names.
 TF_ONEDNN_FEATURES = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8",
                       "amx_bf16")
@@ -82,9 +84,6 @@ def choose_tensorflow_settings():
         if value is not None:
             os.environ[ONEDNN_ENV] = value
         _ONEDNN_WHY.append(why)
-
-
-FROZEN_WEIGHTS_ENV = "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"
 
 
 def inference_only_process():
