@@ -119,3 +119,23 @@ def test_bad_unfreeze_points_are_explained():
         unfreeze(scratch_cnn(), "all")
     unfreeze(model, "layer4")
     assert _trainable_layers(model)[0] == "layer4.0.conv1"
+
+
+def _conv_kernels(seed):
+    keras.utils.set_random_seed(seed)
+    model = resnet18(10, input_shape=SHAPE)
+    return {layer.name: layer.kernel.numpy() for layer in model.layers
+            if isinstance(layer, keras.layers.Conv2D)}
+
+
+def test_resnet_from_scratch_draws_each_convolution_as_torchvision_does_from_the_run_seed():
+    first, other, again = _conv_kernels(0), _conv_kernels(1), _conv_kernels(0)
+    for name, kernel in first.items():
+        np.testing.assert_array_equal(kernel, again[name], err_msg=name)  # the seed decides
+        assert not np.array_equal(kernel, other[name]), name
+        fan_out = kernel.shape[0] * kernel.shape[1] * kernel.shape[3]
+        # kaiming_normal_(mode="fan_out", nonlinearity="relu")
+        assert kernel.std() == pytest.approx(np.sqrt(2 / fan_out), rel=0.1), name
+    # Layers of one shape are drawn apart, not handed one kernel.
+    assert not np.array_equal(first["layer1.0.conv1"], first["layer1.0.conv2"])
+    assert not np.array_equal(first["layer4.0.conv2"], first["layer4.1.conv1"])

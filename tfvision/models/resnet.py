@@ -43,8 +43,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
-# torchvision initializes convolutions with kaiming_normal_(mode="fan_out", relu).
-_KAIMING = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
 
 
 def imagenet_normalization(name="preprocess"):
@@ -63,9 +61,13 @@ def _conv(x, filters, kernel, stride, name):
         padding = "valid"
         if kernel > 1:
             x = layers.ZeroPadding2D(kernel // 2, name=f"{name}.pad")(x)
+    # torchvision's kaiming_normal_(mode="fan_out", relu). One initializer per layer: a shared
+    # one holds a seed drawn at import, which gives every convolution of a shape the same kernel
+    # and ignores keras.utils.set_random_seed.
+    kaiming = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
     return layers.Conv2D(
         filters, kernel, stride, padding=padding, use_bias=False,
-        kernel_initializer=_KAIMING, name=name,
+        kernel_initializer=kaiming, name=name,
     )(x)
 
 
