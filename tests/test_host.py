@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tfvision.host import TF_ONEDNN_FEATURES, Cpu, cpu, onednn_choice
+from tfvision.host import TF_ONEDNN_FEATURES, Cpu, cpu, lone_image_is_slow, onednn_choice
 
 AVX2 = Cpu("AMD EPYC", 2, frozenset({"fma", "avx", "avx2"}))
 AVX512_BF16 = Cpu("AMD EPYC", 2, frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}))
@@ -25,6 +25,18 @@ def test_onednn_is_turned_on_only_where_tensorflow_leaves_an_avx2_cpu_without_it
     chosen, why = onednn_choice(machine, environ, loaded)
     assert chosen == value
     assert why.startswith(reason)
+
+
+@pytest.mark.parametrize(("machine", "onednn_on", "environ", "slow"), [
+    (AVX2, True, {}, True),
+    (AVX2, True, {"TF_ONEDNN_ASSUME_FROZEN_WEIGHTS": "1"}, False),  # predict, evaluate
+    (AVX2, True, {"TF_ONEDNN_ASSUME_FROZEN_WEIGHTS": "0"}, True),
+    (AVX2, False, {}, False),  # Eigen's kernels
+    (AVX512_BF16, True, {}, False),  # not measured there: left alone
+])
+def test_a_lone_image_is_sent_twice_only_to_avx2_onednn_with_weights_not_frozen(
+        machine, onednn_on, environ, slow):
+    assert lone_image_is_slow(machine, onednn_on, environ) == slow
 
 
 def _onednn_in_a_new_process(code, **env):

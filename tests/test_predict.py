@@ -11,6 +11,7 @@ import tensorflow as tf
 from conftest import run_cli
 from PIL import Image
 
+from tfvision import inference, rundir
 from tfvision.data.digits import load_digits_arrays
 from tfvision.inference import TopKWarning, predict
 
@@ -151,3 +152,42 @@ def test_predict_in_its_own_process_answers_as_here_with_weights_frozen(trained_
         assert [g["class_names"] for g in got] == [w["class_names"] for w in want]
         np.testing.assert_allclose([g["scores"] for g in got], [w["scores"] for w in want],
                                    atol=1e-5)
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_a_lone_image_gets_its_own_answer_whether_or_not_it_is_sent_twice(
+        trained_run, digit_files, monkeypatch, paired):
+    """Where oneDNN answers a batch of one slowly, predict sends it twice (tfvision/host.py).
+    Both ways, a lone image and a last batch of one get the answers of a full batch (within
+    float32 rounding: oneDNN picks other kernels for a batch of one)."""
+    monkeypatch.setattr(inference, "lone_image_is_slow", lambda *args: paired)
+    for model in (trained_run.export_path, trained_run.run_dir / "model.keras"):
+        want = predict(model, digit_files, top_k=3)
+        alone = predict(model, digit_files[:1], top_k=3)
+        last_of_one = predict(model, digit_files, top_k=3, batch_size=2)
+        for got in (alone, last_of_one):
+            assert [g["image"] for g in got] == [w["image"] for w in want[:len(got)]]
+            assert [g["class_names"] for g in got] == [w["class_names"] for w in want[:len(got)]]
+            np.testing.assert_allclose([g["scores"] for g in got],
+                                       [w["scores"] for w in want[:len(got)]], atol=1e-5)
+
+
+def test_a_model_is_loaded_once_and_again_when_its_file_changes(
+        trained_run, digit_files, tmp_path, monkeypatch):
+    loads = []
+    load = inference._load_model
+    monkeypatch.setattr(inference, "_load_model", lambda path: loads.append(path) or load(path))
+    model_file = tmp_path / "model.keras"
+    model_file.write_bytes((trained_run.run_dir / "model.keras").read_bytes())
+    first = predict(model_file, digit_files, top_k=1)
+    assert predict(model_file, digit_files, top_k=1) == first
+    predict(trained_run.export_path, digit_files[:1])
+    predict(trained_run.export_path, digit_files[1:])
+    assert len(loads) == 2, loads  # once each
+    # The same file rewritten by another run: its answers, not the remembered model's.
+    keras_model = rundir.load_model(model_file)
+    bias = keras_model.layers[-1].bias
+    bias.assign(np.where(np.arange(bias.shape[0]) == 7, 100.0, 0.0).astype(np.float32))
+    rundir.save_model(keras_model, model_file)
+    assert [r["class_names"] for r in predict(model_file, digit_files, top_k=1)] == [["7"]] * 3
+    assert len(loads) == 3

@@ -100,6 +100,15 @@ def inference_only_process():
         os.environ[FROZEN_WEIGHTS_ENV] = "1"
 
 
+def lone_image_is_slow(machine: Cpu, onednn_on: bool, environ) -> bool:
+    """Whether a batch of one image is better sent as two. oneDNN's AVX2 convolutions fall back
+    to a plain GEMM at a minibatch of one when the weights are not frozen: in a Python process
+    on an AVX2 CPU a lone image through a ResNet-18 export took 366 ms, the same image twice
+    75 ms (BENCHMARKS.md, "A lone image in a Python process"). AVX-512 was not measured."""
+    return (onednn_on and environ.get(FROZEN_WEIGHTS_ENV) != "1"
+            and "avx2" in machine.flags and "avx512f" not in machine.flags)
+
+
 def onednn_status() -> tuple:
     """``(on, why)``: whether this process's TensorFlow runs oneDNN kernels, and why."""
     from tensorflow.python.util import _pywrap_util_port  # the flag TF's kernels read

@@ -7,6 +7,7 @@ batches (read and decoded in parallel), so a whole test set costs what ``model.p
 costs; files that cannot be read are named and skipped, never silently lost.
 """
 
+import functools
 import glob
 import os
 import warnings
@@ -21,6 +22,8 @@ from tfvision.data.imagecheck import check_file, read_image_files
 from tfvision.data.pipeline import AUTOTUNE, Preset, decode_image
 from tfvision.errors import DataError, ModelError
 from tfvision.export.loaded import is_export, latest_version, load_export
+from tfvision.export.versions import GRAPH_FILE
+from tfvision.host import cpu, lone_image_is_slow, onednn_status
 
 # Header checks read a few bytes per file. On an object store that is bound by latency, so
 # threads help; local files are mostly in the page cache, where threads only contend for
@@ -120,11 +123,26 @@ class _Model:
     load: object  # file path tensor -> one input (encoded bytes, or pixels)
 
 
+def _lone_images_in_pairs(probabilities):
+    """``probabilities`` that answers a batch of one by sending it twice where oneDNN would
+    answer it five times slower (``host.lone_image_is_slow``): a last batch, or one image."""
+    if not lone_image_is_slow(cpu(), onednn_status()[0], os.environ):
+        return probabilities
+
+    def paired(inputs):
+        if inputs.shape[0] != 1:
+            return probabilities(inputs)
+        return probabilities(tf.concat([inputs, inputs], 0))[:1]
+
+    return paired
+
+
 def _load_model(model: str) -> _Model:
     if is_export(model):
         export = load_export(model)
         return _Model(export.class_names,
-                      lambda encoded: export(encoded)["probabilities"].numpy(),
+                      _lone_images_in_pairs(lambda encoded: export(encoded)["probabilities"]
+                                            .numpy()),
                       tf.io.read_file)
     if model.endswith(".keras") and fs.isfile(model):
         keras_model = rundir.load_model(model)
@@ -132,10 +150,27 @@ def _load_model(model: str) -> _Model:
         call = tf.function(lambda images: tf.nn.softmax(
             tf.cast(keras_model(images, training=False), tf.float32)))
         class_names = rundir.class_names_or_ids(fs.dirname(model), keras_model.output_shape[-1])
-        return _Model(class_names, lambda images: call(images).numpy(),
+        return _Model(class_names, _lone_images_in_pairs(lambda images: call(images).numpy()),
                       lambda path: preset(decode_image(tf.io.read_file(path))))
     raise ModelError(f"{model} is neither a SavedModel (or a folder of versions of one) nor "
                      "a .keras file")
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded(path: str, stamp: tuple) -> _Model:
+    return _load_model(path)
+
+
+def _model_at(path: str) -> _Model:
+    """The model at ``path``, loaded again only when its file changes (``fs.stamp`` of the
+    export's graph, or of the ``.keras`` file): a ResNet-18 export took 0.6-1.0 s to load
+    and a call after its first 0.1 s, so a loop of one-image ``predict`` calls would mostly
+    load."""
+    graph = fs.join(path, GRAPH_FILE)
+    file = graph if tf.io.gfile.exists(graph) else path
+    if not fs.isfile(file):
+        return _load_model(path)  # the ModelError that names it
+    return _loaded(fs.absolute(path), fs.stamp(file))
 
 
 def _batches(model: _Model, files, batch_size):
@@ -170,7 +205,7 @@ def predict_stream(model, paths, top_k=5, batch_size=64, skipped=None, progress=
         raise DataError(str(skipped[0]) if len(skipped) == 1 else
                         "no readable image among the paths given:\n" +
                         "\n".join(f"  {s}" for s in skipped))
-    model = _load_model(latest_version(model))  # a model folder: its latest version
+    model = _model_at(latest_version(model))  # a model folder: its latest version
     count = len(model.class_names)
     if top_k > count:
         warnings.warn(f"top_k={top_k} but the model has {count} classes; showing all {count}",
