@@ -33,6 +33,7 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve()
 sys.path.insert(0, str(SCRIPT.parent))
 from benchmark import (
+    TORCH_VARIANTS,
     as_variant,
     call_worker,
     machine,
@@ -239,7 +240,7 @@ def torch_onednn_steps(spec):
 def torch_view(spec):
     import torch
 
-    step = torch_step(spec)
+    step = torch_step(spec, spec["torch_variant"])
     start = time.perf_counter()
     for _ in range(spec["steps"]):
         step()
@@ -278,6 +279,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, help="default: 64 cnn, 32 resnet18")
     parser.add_argument("--steps", type=int, help="steps per view (default 64 cnn, 4 resnet)")
     parser.add_argument("--view", choices=VIEWS, action="append", help="default: tf, onednn, torch")
+    parser.add_argument("--torch-variant", choices=TORCH_VARIANTS, default="seed loop",
+                        help="the PyTorch the torch view profiles (default: the seed's loop)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="SECTION.KEY=VALUE", help="config override for tfvision")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
@@ -287,7 +290,7 @@ def main(argv=None):
     cnn = args.model == "cnn"
     spec = {"model": args.model, "image_size": args.size or (32 if cnn else 160),
             "batch": args.batch or (64 if cnn else 32), "steps": args.steps or (64 if cnn else 4),
-            "overrides": args.overrides}
+            "overrides": args.overrides, "torch_variant": args.torch_variant}
     figures = {"machine": machine(), "spec": spec}
     print(f"machine: {figures['machine']}\nspec: {spec}", flush=True)
     for view in args.view or DEFAULT_VIEWS:
@@ -317,7 +320,7 @@ def main(argv=None):
                 print(f"    tf {cells[0]}  torch {cells[1]}  {layer}")
         else:
             total = sum(r["ms"] for r in result["ops"].values())
-            print(f"\n== PyTorch seed loop: {result['step_ms']:.2f} ms/step, "
+            print(f"\n== PyTorch {spec['torch_variant']}: {result['step_ms']:.2f} ms/step, "
                   f"{result['threads']} threads")
             show("aten ops by self time, per step:", result["ops"], total)
     if args.json:
