@@ -523,12 +523,17 @@ class Bench:
             f"pytorch {v} {ips:.1f} ({tf_ips / ips:.2f}x)" for v, ips in torch_ips.items()))
         print(f"  tfvision / the seed's loop {tf_ips / torch_ips['seed loop']:.2f}, "
               f"/ the best PyTorch ({best}) {tf_ips / torch_ips[best]:.2f}")
+        # Within a round the two ran minutes apart, not hours: the machine's speed drifts less.
+        per_round = [t["images_per_s"] / b["images_per_s"]
+                     for t, b in zip(runs["tfvision"], runs[f"pytorch {best}"])]
+        print(f"  per round, tfvision / {best}: " + ", ".join(f"{r:.2f}" for r in per_round))
         self.record_tfvision(name, runs["tfvision"])
         self.figures.update({
             f"{name}_train_ratio": tf_ips / torch_ips["seed loop"],
             f"{name}_torch_images_per_s": torch_ips["seed loop"],
             f"{name}_best_torch": best,
             f"{name}_train_ratio_to_best_torch": tf_ips / torch_ips[best],
+            f"{name}_round_ratios_to_best_torch": per_round,
             **{f"{name}_torch_{v.replace(' ', '_').replace('.', '_')}_images_per_s": ips
                for v, ips in torch_ips.items()},
         })
