@@ -133,7 +133,7 @@ def assert_exact(model, size, tolerance=1e-5):
 
 
 @pytest.mark.parametrize("build, size, layer", [
-    (lambda: scratch_cnn((32, 32, 3), 4), 32, "pool2"),
+    (lambda: scratch_cnn((32, 32, 3), 4), 32, "relu2"),
     (lambda: resnet18(num_classes=4, input_shape=(128, 128, 3)), 128, "layer4.1.relu2"),
     (lambda: transfer_model("resnet18", 4, weights=None, input_shape=(128, 128, 3)), 128,
      "layer4.1.relu2"),
@@ -182,7 +182,7 @@ def test_a_chosen_layer_is_explained_and_a_wrong_one_lists_the_valid_ones():
     model = scratch_cnn((32, 32, 3), 4)
     assert tfvision.explain(model, _pixels(2, 32), layer="conv2").heatmaps.shape == (2, 16, 16)
     with pytest.raises(ModelError, match="no layer 'conv9'.*valid layers: rescale, conv1, "
-                                         "pool1, conv2, pool2$"):
+                                         "pool1, relu1, conv2, pool2, relu2$"):
         tfvision.explain(model, _pixels(2, 32), layer="conv9")
     with pytest.raises(ModelError, match="class_index 4 is out of range"):
         tfvision.explain(model, _pixels(2, 32), class_index=4)
@@ -320,7 +320,7 @@ def test_scratch_cnn_heatmaps_find_the_object_and_fail_the_sanity_check_when_ran
     accuracy, on_object, images = _localization(model, 32, 8, epochs=5, learning_rate=1e-3,
                                                 train_count=1000)
     assert accuracy >= 0.95
-    assert min(on_object.values()) >= 0.90, on_object  # on pool2's 8×8 cells
+    assert min(on_object.values()) >= 0.90, on_object  # on relu2's 8×8 cells
     assert_sane(model, images)
 
 

@@ -336,3 +336,16 @@ def test_weights_files_on_an_object_store(weight_files, pixels, torch_resnet18):
                            input_shape=(224, 224, 3))
     features = torch_features(torch_resnet18, imagenet_input(pixels))
     assert _max_diff(model.get_layer("resnet18")(pixels, training=False), features) < TOLERANCE
+
+
+def test_a_convolution_without_its_relu_is_not_taken_for_the_seed_cnn():
+    """scratch_cnn takes its ReLU after the max-pool; a biased convolution with no ReLU at all
+    is another network, though the seed's state dict has a tensor for each of its weights."""
+    model = keras.Sequential([
+        keras.Input((32, 32, 3)), keras.layers.Conv2D(32, 3, padding="same", name="conv1"),
+        keras.layers.MaxPooling2D(2), keras.layers.Conv2D(64, 3, padding="same", name="conv2"),
+        keras.layers.MaxPooling2D(2), keras.layers.ReLU(), keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu", name="fc1"), keras.layers.Dense(10, name="fc2"),
+    ], name="no_relu_after_conv1")
+    with pytest.raises(ModelError, match="'no_relu_after_conv1'.*neither the seed's CNN"):
+        load_torch_weights(model, SeedCNN().state_dict())

@@ -86,17 +86,33 @@ def read_state_dict(path) -> dict:
     return {k: _to_numpy(v) for k, v in state.items() if hasattr(v, "shape")}
 
 
-def _leaf_layers(model):
+def _flat_layers(model):
+    """Every layer, nested models' included, in graph order (a functional model's order)."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        elif layer.weights:
+            yield from _flat_layers(layer)
+        else:
             yield layer
 
 
-def _seed_conv(layer):
-    """The seed's ``ConvLayer`` (conv + ReLU): a biased convolution with its ReLU fused."""
-    return layer.use_bias and layer.activation is keras.activations.relu
+def _leaf_layers(model):
+    return (layer for layer in _flat_layers(model) if layer.weights)
+
+
+def _seed_convs(model) -> bool:
+    """Whether every convolution is the seed's ``ConvLayer`` (conv + ReLU): biased, with its
+    ReLU fused, or next, or after a max-pool (``scratch_cnn`` pools first: same numbers)."""
+    ordered = list(_flat_layers(model))
+    for i, layer in enumerate(ordered):
+        if not isinstance(layer, layers.Conv2D):
+            continue
+        following = [type(later) for later in ordered[i + 1:i + 3]]
+        if not layer.use_bias or not (
+                layer.activation is keras.activations.relu
+                or following[:1] == [layers.ReLU]
+                or following == [layers.MaxPooling2D, layers.ReLU]):
+            return False
+    return True
 
 
 def _torch_prefixes(model, leaves) -> list[str]:
@@ -108,7 +124,7 @@ def _torch_prefixes(model, leaves) -> list[str]:
     convs = [layer for layer in leaves if isinstance(layer, layers.Conv2D)]
     norms = [layer for layer in leaves if isinstance(layer, layers.BatchNormalization)]
     if convs and all(isinstance(layer, _MAPPED) for layer in leaves):
-        if not norms and all(_seed_conv(layer) for layer in convs):
+        if not norms and _seed_convs(model):
             return [f"{layer.name}.conv" if isinstance(layer, layers.Conv2D) else layer.name
                     for layer in leaves]
         if norms and not any(layer.use_bias for layer in convs):
