@@ -13,6 +13,7 @@ is faster).
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -239,7 +240,9 @@ def as_variant(model, images, variant):
 def torch_train(spec):
     """Training images/s of the seed's loop (§4.1/§4.2) over in-memory tensors: as the seed
     writes it (``variant`` "seed loop"), in channels_last memory format, or through
-    ``torch.compile``, what a CPU user tuning PyTorch tries first."""
+    ``torch.compile``, what a CPU user tuning PyTorch tries first; under ``torch.autocast``
+    to bfloat16 when ``spec["bfloat16"]`` (PyTorch's mixed bf16, as tfvision's
+    ``mixed_bfloat16``)."""
     import torch
 
     batch, n = spec["batch"], spec["images"]
@@ -248,17 +251,20 @@ def torch_train(spec):
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     train_loader = list(zip(images.split(batch), labels.split(batch)))
+    precision = (torch.autocast("cpu", dtype=torch.bfloat16) if spec.get("bfloat16")
+                 else contextlib.nullcontext())
     model.train()
     ends = []
     for _ in range(spec["epochs"]):
         for inputs, targets in train_loader:
-            outputs = model(inputs)
-            loss = criterion(outputs, targets)
+            with precision:
+                outputs = model(inputs)
+                loss = criterion(outputs, targets)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         ends.append(clocks())
-    return throughput(ends, n)
+    return {**throughput(ends, n), "precision": "bfloat16" if spec.get("bfloat16") else "float32"}
 
 
 def export(spec):
@@ -446,6 +452,15 @@ def median(results: list, *keys) -> float:
     return statistics.median(values)
 
 
+def same_precision_for_torch(overrides) -> bool:
+    """Whether PyTorch trains under bf16 autocast: when tfvision's side is told
+    ``distribute.mixed_precision=mixed_bfloat16`` (``--set``), so that both sides compute in
+    the same precision. Otherwise both are float32 (tfvision's ``auto`` on a CPU host)."""
+    values = [o.partition("=")[2] for o in overrides
+              if o.partition("=")[0] == "distribute.mixed_precision"]
+    return values[-1:] == ["mixed_bfloat16"]
+
+
 # Each setting is compared with tfvision's defaults on the same model: (name, model, image
 # size, config overrides, environment variables, worker spec changes).
 SETTINGS = (
@@ -508,7 +523,9 @@ class Bench:
                 "epochs": epochs}
         tf_spec = {**spec, "folder": self.folder(size if model == "cnn" else 224, images),
                    "overrides": [*self.overrides, *extra], **(changes or {})}
-        torch_jobs = {v: Job("torch_train", {**spec, "variant": v}) for v in TORCH_VARIANTS}
+        bfloat16 = same_precision_for_torch(tf_spec["overrides"])
+        torch_jobs = {v: Job("torch_train", {**spec, "variant": v, "bfloat16": bfloat16})
+                      for v in TORCH_VARIANTS}
         return Job("tf_train", tf_spec, env or {}), torch_jobs
 
     def compare_training(self, name, title, model, size):
