@@ -95,6 +95,37 @@ def test_resnet18_training_mode_matches_torch_including_running_statistics(pixel
                                        rtol=1e-4, atol=1e-5, err_msg=f"{name}.{torch_stat}")
 
 
+def test_fused_batchnorm_in_bfloat16_gives_the_float32_numbers_rounded():
+    """Under mixed_bfloat16 the layer hands bf16 activations to the kernel as they are: its
+    outputs and input gradients are those of a float32 layer fed the same values, rounded to
+    bf16, and its moving statistics float32's, in training and at inference."""
+    import tensorflow as tf
+
+    from tfvision.models.batchnorm import FusedBatchNormalization
+
+    rng = np.random.default_rng(4)
+    x = tf.cast(rng.normal(2.0, 3.0, (4, 6, 6, 8)), "bfloat16")
+    weights = tf.constant(rng.normal(0.0, 1.0, x.shape), "float32")
+    half = FusedBatchNormalization(epsilon=1e-5, momentum=0.9, dtype="mixed_bfloat16")
+    full = FusedBatchNormalization(epsilon=1e-5, momentum=0.9)
+    for training in (True, False):
+        results = []
+        for layer, inputs in ((half, x), (full, tf.cast(x, "float32"))):
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                y = layer(inputs, training=training)
+                assert y.dtype == ("bfloat16" if layer is half else "float32")
+                y = tf.cast(y, "bfloat16")  # as the next layer under mixed_bfloat16 reads it
+                loss = tf.reduce_sum(tf.cast(y, "float32") * weights)
+            grad = tape.gradient(loss, inputs)
+            results.append([tf.cast(tf.cast(t, "bfloat16"), "float32").numpy() for t in (y, grad)])
+        for got, want in zip(*results):  # within one bf16 rounding step (8 significant bits)
+            np.testing.assert_allclose(got, want, rtol=2**-8, atol=1e-6)
+        for moving in ("moving_mean", "moving_variance"):  # float32 statistics
+            np.testing.assert_allclose(getattr(half, moving).numpy(),
+                                       getattr(full, moving).numpy(), rtol=1e-6)
+
+
 def test_fused_batchnorm_at_inference_and_frozen_answers_as_keras_with_the_same_gradient():
     """The fused kernel in inference mode (which the graph optimizer folds into the
     convolution for serving) is Keras' BatchNormalization, numerically and for backprop."""

@@ -25,9 +25,13 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         if not fusable:
             return super().call(inputs, training=training, mask=mask)
         learning = bool(training and self.trainable)
-        # float32 inside, as Keras does: batch statistics overflow in float16/bfloat16.
+        # The kernel takes bfloat16 activations as they are and keeps its statistics in
+        # float32 (its U type), so a cast to float32 and back around it changes nothing but
+        # the time: the casts took a tenth of a bf16 ResNet-18 step (BENCHMARKS.md). float16
+        # is cast, as Keras does: its gradients differed without the cast.
+        x = inputs if inputs.dtype == tf.bfloat16 else tf.cast(inputs, "float32")
         outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            tf.cast(inputs, "float32"), self.gamma, self.beta,
+            x, self.gamma, self.beta,
             mean=None if learning else self.moving_mean,
             variance=None if learning else self.moving_variance,
             epsilon=self.epsilon, data_format="NHWC", is_training=learning,
