@@ -452,7 +452,7 @@ def median(results: list, *keys) -> float:
     return statistics.median(values)
 
 
-def same_precision_for_torch(overrides) -> bool:
+def torch_in_bfloat16(overrides) -> bool:
     """Whether PyTorch trains under bf16 autocast: when tfvision's side is told
     ``distribute.mixed_precision=mixed_bfloat16`` (``--set``), so that both sides compute in
     the same precision. Otherwise both are float32 (tfvision's ``auto`` on a CPU host)."""
@@ -523,7 +523,7 @@ class Bench:
                 "epochs": epochs}
         tf_spec = {**spec, "folder": self.folder(size if model == "cnn" else 224, images),
                    "overrides": [*self.overrides, *extra], **(changes or {})}
-        bfloat16 = same_precision_for_torch(tf_spec["overrides"])
+        bfloat16 = torch_in_bfloat16(tf_spec["overrides"])
         torch_jobs = {v: Job("torch_train", {**spec, "variant": v, "bfloat16": bfloat16})
                       for v in TORCH_VARIANTS}
         return Job("tf_train", tf_spec, env or {}), torch_jobs

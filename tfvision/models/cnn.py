@@ -27,17 +27,17 @@ def scratch_cnn(
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    # With max-pooling the ReLU comes after the pool: the same numbers and gradients as the
+    # seed's conv-ReLU-pool (ReLU is monotone, so it commutes with a max), with the ReLU and
+    # its gradient on a quarter of the elements (BENCHMARKS.md, "ReLU after the max-pool").
+    relu_after_pool = pooling == "max"
     for i, width in enumerate(filters, start=1):
+        x = layers.Conv2D(width, 3, padding="same", activation=None if relu_after_pool
+                          else "relu", name=f"conv{i}")(x)
         if pooling == "max":
-            # ReLU after the max-pool: the same numbers and gradients as the seed's conv-ReLU-
-            # pool (ReLU is monotone, so it commutes with a max), with the ReLU and its
-            # gradient on a quarter of the elements (BENCHMARKS.md, "ReLU after max-pool").
-            x = layers.Conv2D(width, 3, padding="same", name=f"conv{i}")(x)
             x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
             x = layers.ReLU(name=f"relu{i}")(x)
-            continue
-        x = layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{i}")(x)
-        if pooling == "avg":
+        elif pooling == "avg":
             x = layers.AveragePooling2D(2, name=f"pool{i}")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(dense_units, activation="relu", name="fc1")(x)
