@@ -54,14 +54,19 @@ def tf_model(spec):
     import tensorflow as tf
 
     from tfvision.config import load_config
+    from tfvision.data.pipeline import resolve_autotune
 
     size, batch = spec["image_size"], spec["batch"]
     config = load_config("cifar10_cnn", [f"data.image_size={size}", f"data.batch_size={batch}",
                                          *spec["overrides"]])
     model, distribute = tf_compiled(spec, config, spec["steps"])
     images, labels = synthetic_images(batch, size)
+    # tf.data's autotuning as tfvision's pipelines resolve it: off on CPU hosts. Left on, it
+    # stalled one fit call in two by ~0.5 s here, which the step times would include.
+    options = tf.data.Options()
+    options.autotune.enabled = resolve_autotune(config.data.autotune)
     data = tf.data.Dataset.from_tensors((tf.constant(images, tf.float32), labels)).repeat()
-    return model, data, distribute
+    return model, data.with_options(options), distribute
 
 
 def tf_fit(model, data, steps, spe):
