@@ -21,7 +21,8 @@ import tensorflow as tf
 
 from tfvision.data.pipeline import decode_image, resize
 from tfvision.export.versions import existing_versions
-from tfvision.rundir import default_export_dir, load_model, load_run_config, resolve_model_path
+from tfvision.models import load_model
+from tfvision.rundir import default_export_dir, load_run_config, resolve_model_path
 
 
 def median_ms(fn, calls):

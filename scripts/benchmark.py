@@ -544,6 +544,11 @@ class Bench:
         per_round = [t["images_per_s"] / b["images_per_s"]
                      for t, b in zip(runs["tfvision"], runs[f"pytorch {best}"])]
         print(f"  per round, tfvision / {best}: " + ", ".join(f"{r:.2f}" for r in per_round))
+        # A median hides how far the rounds spread: on one Zen 5 instance tfvision's CNN moved
+        # by 25 % between rounds and PyTorch's by 7 % (BENCHMARKS.md, "a bimodal step").
+        spread = {label: [r["images_per_s"] for r in results] for label, results in runs.items()}
+        print("  range over rounds: " + ", ".join(f"{label} {min(v):.1f}-{max(v):.1f}"
+                                                   for label, v in spread.items()))
         self.record_tfvision(name, runs["tfvision"])
         self.figures.update({
             f"{name}_train_ratio": tf_ips / torch_ips["seed loop"],
@@ -551,6 +556,7 @@ class Bench:
             f"{name}_best_torch": best,
             f"{name}_train_ratio_to_best_torch": tf_ips / torch_ips[best],
             f"{name}_round_ratios_to_best_torch": per_round,
+            f"{name}_round_images_per_s": spread,
             **{f"{name}_torch_{v.replace(' ', '_').replace('.', '_')}_images_per_s": ips
                for v, ips in torch_ips.items()},
         })

@@ -120,11 +120,12 @@ def bench_predict(work: Path, jpegs, side, rounds):
     from tfvision import rundir
     from tfvision.data.pipeline import AUTOTUNE, decode_image, resize
     from tfvision.inference import predict_stream
+    from tfvision.models import load_model
 
     folder = work / "jpegs"
     write_images(folder, jpegs, "jpg", side, seed=1)
     model_path = Path(rundir.run_file(work / "run", "model"))
-    model = rundir.load_model(model_path)
+    model = load_model(model_path)
     size = model.input_shape[1:3]
     files = sorted(str(p) for p in folder.rglob("*.jpg"))
     def load(path):

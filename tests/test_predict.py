@@ -14,6 +14,7 @@ from PIL import Image
 from tfvision import inference, rundir
 from tfvision.data.digits import load_digits_arrays
 from tfvision.inference import TopKWarning, predict
+from tfvision.models import load_model
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +186,7 @@ def test_a_model_is_loaded_once_and_again_when_its_file_changes(
     predict(trained_run.export_path, digit_files[1:])
     assert len(loads) == 2, loads  # once each
     # The same file rewritten by another run: its answers, not the remembered model's.
-    keras_model = rundir.load_model(model_file)
+    keras_model = load_model(model_file)
     bias = keras_model.layers[-1].bias
     bias.assign(np.where(np.arange(bias.shape[0]) == 7, 100.0, 0.0).astype(np.float32))
     rundir.save_model(keras_model, model_file)

@@ -160,6 +160,52 @@ def test_fused_batchnorm_at_inference_and_frozen_answers_as_keras_with_the_same_
     assert np.abs(fused(x, training=True).numpy() - y_plain).max() > 0.1  # batch statistics
 
 
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_conv2d_trains_as_keras_conv2d_with_its_bias_gradient_summed_by_tensorflow(policy):
+    """tfvision's Conv2D, compiled into a graph as `fit` compiles it: the outputs and the
+    gradients of the input and the kernel are Keras Conv2D's to the bit; the bias gradient
+    is the same sum in another order, as close to a float64 sum as Keras' own."""
+    import tensorflow as tf
+
+    from tfvision.models.conv import Conv2D
+
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.normal(0.0, 1.0, (8, 12, 12, 3)).astype("float32"))
+    weights = tf.constant(rng.normal(0.0, 1.0, (8, 12, 12, 16)).astype("float32"))
+    ours, keras_own = (cls(16, 3, padding="same", activation="relu", dtype=policy)
+                       for cls in (Conv2D, keras.layers.Conv2D))
+    for layer in (ours, keras_own):
+        layer.build(x.shape)
+    keras_own.set_weights([rng.normal(0.0, 0.3, w.shape).astype("float32")
+                           for w in ours.weights])
+    ours.set_weights(keras_own.get_weights())
+
+    def step(layer):
+        @tf.function
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x)
+                # A large, non-uniform upstream gradient: its sum has rounding to disagree on.
+                loss = tf.reduce_sum(tf.cast(y, "float32") * weights)
+            return [y, *tape.gradient(loss, [x, layer.kernel, layer.bias])], weights * (y > 0)
+
+        results, upstream = run(x)
+        return [tf.cast(t, "float32").numpy() for t in results], upstream.numpy()
+
+    (y, dx, dkernel, dbias), upstream = step(ours)
+    (y_k, dx_k, dkernel_k, dbias_k), _ = step(keras_own)
+    assert dbias.dtype == np.float32 and dbias.shape == (16,)
+    np.testing.assert_array_equal(y, y_k)
+    np.testing.assert_array_equal(dx, dx_k)
+    np.testing.assert_array_equal(dkernel, dkernel_k)
+    exact = upstream.astype("float64").sum(axis=(0, 1, 2))
+    scale = np.abs(upstream).sum(axis=(0, 1, 2))  # what a float32 sum's rounding scales with
+    keras_error = np.max(np.abs(dbias_k - exact) / scale)
+    assert np.max(np.abs(dbias - exact) / scale) <= max(2 * keras_error, 1e-6)
+    np.testing.assert_allclose(dbias, dbias_k, rtol=1e-5, atol=1e-5 * scale.max())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["scratch_cnn", "my_cnn"])
 def test_seed_cnn_logits_match_torch(name):

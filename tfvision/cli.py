@@ -213,13 +213,14 @@ def export(target, export_dir, version, fmt, top_k, explain, calibrate):
 
     from tfvision import rundir
     from tfvision.export.savedmodel import export_model
+    from tfvision.models import load_model
 
     for flag, asked in (("--explain", explain), ("--calibrate", calibrate)):
         if asked and fmt != "saved_model":
             raise click.UsageError(f"{flag} is for saved_model exports (TF Serving) only")
     model_path, run_dir = rundir.resolve_model_path(target)
     cfg = rundir.load_run_config(run_dir)
-    model = rundir.load_model(model_path)
+    model = load_model(model_path)
     export_dir = export_dir or rundir.default_export_dir(run_dir, cfg, fmt)
     if fmt == "saved_model":
         from tfvision.data.pipeline import Preset
@@ -345,10 +346,11 @@ def explain(model, images, out_dir, class_name, layer, method):
     from tfvision import rundir
     from tfvision.explanations import write_explanations
     from tfvision.inference import keras_preset, read_images
+    from tfvision.models import load_model
 
     model_path, run_dir = rundir.resolve_model_path(model)
     pictures = read_images(images)
-    keras_model = rundir.load_model(model_path)
+    keras_model = load_model(model_path)
     class_names = rundir.class_names_or_ids(run_dir, keras_model.output_shape[-1])
     for record in write_explanations(keras_model, class_names, images, pictures, out_dir,
                                      keras_preset(keras_model, model_path), class_name, layer,

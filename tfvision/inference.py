@@ -24,6 +24,7 @@ from tfvision.errors import DataError, ModelError
 from tfvision.export.loaded import is_export, latest_version, load_export
 from tfvision.export.versions import GRAPH_FILE
 from tfvision.host import cpu, lone_image_is_slow, onednn_status
+from tfvision.models import load_model
 
 # Header checks read a few bytes per file. On an object store that is bound by latency, so
 # threads help; local files are mostly in the page cache, where threads only contend for
@@ -145,7 +146,7 @@ def _load_model(model: str) -> _Model:
                                             .numpy()),
                       tf.io.read_file)
     if model.endswith(".keras") and fs.isfile(model):
-        keras_model = rundir.load_model(model)
+        keras_model = load_model(model)
         preset = keras_preset(keras_model, model)
         call = tf.function(lambda images: tf.nn.softmax(
             tf.cast(keras_model(images, training=False), tf.float32)))

@@ -8,7 +8,6 @@ none of them (see the layer order in ``tests/test_layers.py``). Paths go through
 """
 
 import uuid
-import zipfile
 from contextlib import contextmanager
 
 import tensorflow as tf
@@ -143,15 +142,6 @@ def resolve_model_path(target) -> tuple[str, str]:
     if not target.endswith(".keras"):
         raise ModelError(f"{target} is not a .keras model file or a run directory")
     return target, fs.dirname(target) or "."
-
-
-def load_model(path):
-    import keras
-
-    try:
-        return keras.saving.load_model(str(path))
-    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as err:
-        raise ModelError(f"cannot load model {path}: {err}") from None
 
 
 def save_model(model, path) -> None:

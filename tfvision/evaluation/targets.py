@@ -20,6 +20,7 @@ from tfvision.data.dataset import load_dataset, load_source
 from tfvision.data.pipeline import AUTOTUNE, Preset, decode_image
 from tfvision.errors import DataError
 from tfvision.export.loaded import is_export, load_export
+from tfvision.models import load_model
 
 
 @dataclass
@@ -77,7 +78,7 @@ def resolve(target, config: Config | None = None, overrides=(), data: str | None
     else:
         model_path, run_dir = rundir.resolve_model_path(target)
         config = config or rundir.load_run_config(run_dir)
-        model = model or rundir.load_model(model_path)
+        model = model or load_model(model_path)
         class_names = rundir.read_class_names(run_dir)
         @tf.function
         def call(images):

@@ -1,6 +1,10 @@
 """Model builders. ``build_model`` turns a config's model section into a Keras model."""
 
-from tfvision.errors import ConfigError
+import zipfile
+
+import keras
+
+from tfvision.errors import ConfigError, ModelError
 from tfvision.models.cnn import scratch_cnn
 from tfvision.models.resnet import resnet18, resnet34
 from tfvision.models.torch_weights import load_torch_weights
@@ -11,6 +15,7 @@ __all__ = [
     "BACKBONES",
     "build_model",
     "first_unfrozen",
+    "load_model",
     "load_torch_weights",
     "resnet18",
     "resnet34",
@@ -44,3 +49,13 @@ def build_model(model_cfg, num_classes, input_shape):
         raise ConfigError("model.weights=imagenet needs a pretrained backbone as model.name; "
                           "cnn takes a local file (e.g. the seed's CNN as a PyTorch .pth)")
     return load_weights(model, weights) if weights else model
+
+
+def load_model(path):
+    """A saved ``.keras`` model. tfvision's own layers in it (``Conv2D``,
+    ``FusedBatchNormalization``) are registered with Keras when this package is imported,
+    which a bare ``keras.saving.load_model`` in a fresh process has not done."""
+    try:
+        return keras.saving.load_model(str(path))
+    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as err:
+        raise ModelError(f"cannot load model {path}: {err}") from None

@@ -10,6 +10,8 @@ its code literally.
 import keras
 from keras import layers
 
+from tfvision.models.conv import Conv2D
+
 POOLINGS = ("max", "avg", "none")
 
 
@@ -32,8 +34,8 @@ def scratch_cnn(
     # its gradient on a quarter of the elements (BENCHMARKS.md, "ReLU after the max-pool").
     relu_after_pool = pooling == "max"
     for i, width in enumerate(filters, start=1):
-        x = layers.Conv2D(width, 3, padding="same", activation=None if relu_after_pool
-                          else "relu", name=f"conv{i}")(x)
+        x = Conv2D(width, 3, padding="same", activation=None if relu_after_pool else "relu",
+                   name=f"conv{i}")(x)
         if pooling == "max":
             x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
             x = layers.ReLU(name=f"relu{i}")(x)

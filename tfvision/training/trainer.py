@@ -19,7 +19,7 @@ from tfvision.data.dataset import load_dataset
 from tfvision.data.pipeline import Preset, resolve_autotune
 from tfvision.evaluation.report import evaluate
 from tfvision.export.savedmodel import export_model
-from tfvision.models import build_model, first_unfrozen, unfreeze
+from tfvision.models import build_model, first_unfrozen, load_model, unfreeze
 from tfvision.training.callbacks import backed_up_epochs, read_history, run_callbacks
 from tfvision.training.cluster import (
     DIGEST_LABEL,
@@ -148,7 +148,7 @@ def fit_phases(model, fit, config, train_cfg, backup_dir, strategy, steps_per_ep
         train_cfg, epochs=train_cfg.fine_tune_epochs, learning_rate=learning_rate
     )
     with strategy.scope():
-        model = rundir.load_model(phase1)
+        model = load_model(phase1)
         unfreeze(model, train_cfg.unfreeze_from,
                  freeze_batchnorm=config.model.pretrained is not None)
         compile_model(model, fine_cfg, model.output_shape[-1], steps_per_epoch,
@@ -184,7 +184,7 @@ def train(config: Config, run_dir=None, verbose=None) -> TrainResult:
     if tf.io.gfile.exists(model_path):
         print(f"{run_dir} is already complete ({fs.basename(model_path)} exists); "
               "nothing to train.")
-        model = rundir.load_model(model_path)
+        model = load_model(model_path)
         class_names = rundir.read_class_names(run_dir)
         return TrainResult(run_dir, model, class_names, _final_metrics(run_dir), None)
 
