@@ -123,6 +123,17 @@ def test_predict_a_folder_to_csv_names_and_skips_the_bad_file(trained_run, test_
     assert right > 0.8
 
 
+@pytest.mark.slow
+def test_a_keras_model_loads_in_a_new_process(trained_run, test_set):
+    """A fresh process has built no model, so nothing has registered tfvision's own layers
+    (the CNN's Conv2D) with Keras yet: loading the file must do it."""
+    root, _, _ = test_set
+    done = run_cli("predict", trained_run.run_dir / "model.keras", root / "a" / "00.jpg",
+                   process=True)
+    assert done.returncode == 0, done.stderr
+    assert f"{root / 'a' / '00.jpg'}: " in done.stdout
+
+
 def test_predict_globs_and_jsonl_from_a_keras_model(trained_run, test_set, tmp_path):
     root, paths, _ = test_set
     out = tmp_path / "p.jsonl"
