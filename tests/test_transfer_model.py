@@ -56,6 +56,25 @@ def test_preprocessing_in_the_graph_matches_keras_applications(name, reference, 
     np.testing.assert_allclose(reloaded(pixels), model(pixels), atol=1e-5)
 
 
+def test_a_keras_applications_backbone_answers_as_keras_builds_it():
+    """Its biased convolutions become tfvision's Conv2D (their bias gradient summed by
+    TensorFlow, models/conv.py); layer names, weights and outputs stay keras.applications'."""
+    from tfvision.models.conv import Conv2D
+
+    backbone = backbone_of(transfer_model("resnet50", 3, weights=None, input_shape=SHAPE))
+    plain = keras.applications.ResNet50(include_top=False, weights=None, input_shape=SHAPE,
+                                        pooling="avg")
+    # (the input layers' names differ by Keras' numbering of unnamed inputs)
+    assert [layer.name for layer in backbone.layers[1:]] == [
+        layer.name for layer in plain.layers[1:]]
+    swapped = [layer.name for layer in backbone.layers if isinstance(layer, Conv2D)]
+    assert "conv1_conv" in swapped and len(swapped) == 53  # every convolution of ResNet50
+    plain.set_weights(backbone.get_weights())
+    pixels = keras.applications.resnet.preprocess_input(_pixels())
+    np.testing.assert_array_equal(backbone(pixels, training=False),
+                                  plain(pixels, training=False))
+
+
 def _fit_once(model, seed):
     model.compile(keras.optimizers.SGD(0.05),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))

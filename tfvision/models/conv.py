@@ -41,3 +41,22 @@ class Conv2D(keras.layers.Conv2D):
         data_format = "NHWC" if self.data_format == "channels_last" else "NCHW"
         outputs = _bias_add(outputs, tf.convert_to_tensor(self.bias), data_format)
         return outputs if self.activation is None else self.activation(outputs)
+
+
+def with_summed_bias_gradients(model):
+    """``model`` (a functional one, e.g. from keras.applications) with this ``Conv2D`` in
+    place of every Keras ``Conv2D`` that has a bias, and the same weights; ``model`` itself
+    when it has none."""
+    if not any(type(layer) is keras.layers.Conv2D and layer.use_bias for layer in model.layers):
+        return model
+
+    def clone(layer):
+        if type(layer) is keras.layers.Conv2D and layer.use_bias:
+            return Conv2D.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    # A new input of the same name: the clone's own would be named after a tensor.
+    inputs = keras.Input(batch_shape=model.inputs[0].shape, name=model.layers[0].name)
+    swapped = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
+    swapped.set_weights(model.get_weights())
+    return swapped

@@ -17,6 +17,7 @@ from keras import layers, ops
 
 from tfvision import fs
 from tfvision.errors import ModelError
+from tfvision.models.conv import with_summed_bias_gradients
 from tfvision.models.resnet import resnet18, resnet34
 from tfvision.models.torch_weights import HEAD
 
@@ -61,7 +62,8 @@ def _torchvision(factory):
 def _application(name, preprocessing=None):
     def build(input_shape, weights):
         cls = getattr(keras.applications, name)
-        return cls(include_top=False, weights=weights, input_shape=input_shape, pooling="avg")
+        model = cls(include_top=False, weights=weights, input_shape=input_shape, pooling="avg")
+        return with_summed_bias_gradients(model)
 
     return Backbone(build, preprocessing)
 
