@@ -56,9 +56,10 @@ def test_preprocessing_in_the_graph_matches_keras_applications(name, reference, 
     np.testing.assert_allclose(reloaded(pixels), model(pixels), atol=1e-5)
 
 
-def test_a_keras_applications_backbone_answers_as_keras_builds_it():
+def test_a_keras_applications_backbone_answers_as_keras_builds_it(tmp_path):
     """Its biased convolutions become tfvision's Conv2D (their bias gradient summed by
-    TensorFlow, models/conv.py); layer names, weights and outputs stay keras.applications'."""
+    TensorFlow, models/conv.py); layer names, weights and outputs stay keras.applications',
+    and a local weights file still gives its own weights."""
     from tfvision.models.conv import Conv2D
 
     backbone = backbone_of(transfer_model("resnet50", 3, weights=None, input_shape=SHAPE))
@@ -73,6 +74,12 @@ def test_a_keras_applications_backbone_answers_as_keras_builds_it():
     pixels = keras.applications.resnet.preprocess_input(_pixels())
     np.testing.assert_array_equal(backbone(pixels, training=False),
                                   plain(pixels, training=False))
+    rng = np.random.default_rng(1)
+    plain.set_weights([rng.normal(size=w.shape).astype("float32") for w in plain.get_weights()])
+    plain.save_weights(tmp_path / "resnet50_notop.weights.h5")
+    loaded = backbone_of(transfer_model("resnet50", 3, input_shape=SHAPE,
+                                        weights=str(tmp_path / "resnet50_notop.weights.h5")))
+    assert _same(loaded.get_weights(), plain.get_weights())
 
 
 def _fit_once(model, seed):
