@@ -6,7 +6,6 @@ import json
 import shutil
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,6 +15,7 @@ from tfvision.data.digits import load_digits_arrays
 from tfvision.evaluation import corruptions, evaluate, metrics
 from tfvision.evaluation.report import calibrate
 from tfvision.export.loaded import load_export
+from tfvision.models import load_model
 
 KEYS = {"accuracy", "top_k_accuracy", "loss", "num_examples", "class_names",
         "confusion_matrix", "per_class", "macro_avg", "weighted_avg", "calibration",
@@ -117,7 +117,7 @@ def test_a_calibrated_export_answers_softmax_of_logits_over_t(trained_run, tmp_p
     twelve seeds, once within 1.5e-3 of 1, too close to tell a fitted temperature from none."""
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run.run_dir, run_dir)
-    model = keras.saving.load_model(run_dir / "model.keras")
+    model = load_model(run_dir / "model.keras")
     head = model.get_layer("fc2")
     head.set_weights([4 * w for w in head.get_weights()])
     model.save(run_dir / "overconfident.keras")
